@@ -1,0 +1,239 @@
+"""The `lab` command: every algorithm's config dataclass becomes the flags of a sub-command,
+so the help text, the saved config and the code can never disagree.
+
+    lab train ALGO [--field value ...]     train; writes runs/<algo>-<data>-<time>-s<seed>/
+    lab resume RUN_DIR [--total-steps N]   continue a run exactly where it stopped
+    lab eval RUN_DIR [options]             evaluate a checkpoint (best.pt, else last.pt)
+    lab sample RUN_DIR [options]           draw samples from a generative run
+    lab solve [options]                    solve a tabular MDP exactly
+    lab plot RUN_DIR [RUN_DIR ...]         learning curves (mean ± std over seeds) as PNG
+    lab list [algorithms|envs|datasets]    what is available here
+    lab bench NAME [args]                  run a benchmark from bench/
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Generic, Literal, Optional, TypeVar
+
+import tyro
+
+from lab import registry
+from lab.errors import LabError
+from lab.runtime import RunOptions
+
+C = TypeVar("C")
+_TYRO = (tyro.conf.OmitArgPrefixes,)
+Device = Optional[Literal["auto", "cpu", "cuda", "mps"]]
+
+LISTINGS = {
+    "algorithms": "lab.registry:describe",
+    "envs": "envs:describe",
+    "datasets": "generative.data:describe",
+}
+DELEGATED = {"solve": "rl.mdp.cli:main"}
+
+
+@dataclass(frozen=True)
+class TrainCommand(Generic[C]):
+    algo: C
+    run: RunOptions = RunOptions()
+
+
+@dataclass(frozen=True)
+class ResumeCommand:
+    """Continue a run from its last checkpoint, exactly where it stopped."""
+    run_dir: tyro.conf.Positional[Path]
+    """The run folder to continue."""
+    total_steps: Optional[int] = None
+    """Train until this step instead of the saved total."""
+    device: Device = None
+    """Train on this device instead of the saved one."""
+
+
+@dataclass(frozen=True)
+class PlotCommand:
+    """Draw learning curves of one or more runs (mean ± std over runs of the same config) as a PNG."""
+    run_dirs: tyro.conf.Positional[tuple[Path, ...]]
+    """Run folders to plot."""
+    metric: tuple[str, ...] = ()
+    """Metric keys to draw (default: the usual return / loss / FID keys the runs have)."""
+    out: Optional[Path] = None
+    """Where to write the PNG (default: RUN_DIR/plots/curves.png, or runs/curves-<time>.png for several runs)."""
+
+
+def _load(target: str):
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ModuleNotFoundError as error:
+        if error.name and module.startswith(error.name):
+            raise LabError(f"{module} is not part of this install yet.") from None
+        raise
+
+
+# ---------------------------------------------------------------- sub-commands
+def cmd_train(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        print("usage: lab train ALGO [--flag value ...]   (lab train ALGO --help lists the flags)\n\nalgorithms:")
+        _print_rows(registry.describe())
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    name, rest = argv[0], argv[1:]
+    spec, module = registry.get(name)
+    parsed = tyro.cli(TrainCommand[module.Config], args=rest, prog=f"lab train {name}",
+                      description=(module.Config.__doc__ or spec.summary), config=_TYRO)
+    from lab.session import train
+    status, path = train(name, parsed.algo, parsed.run)
+    if path is not None:
+        print(f"run folder: {path}")
+    return status
+
+
+def cmd_resume(argv: list[str]) -> int:
+    allowed = {"--total-steps", "--total_steps", "--device", "-h", "--help"}
+    extra = [a.split("=")[0] for a in argv if a.startswith("-") and a.split("=")[0] not in allowed]
+    if extra:
+        raise LabError(f"lab resume takes only --total-steps and --device; a run's other settings are fixed "
+                       f"in its config.json (got {extra[0]}). Start a new run to change them.")
+    args = tyro.cli(ResumeCommand, args=argv, prog="lab resume")
+    from lab.session import resume
+    return resume(args.run_dir, args.total_steps, args.device)
+
+
+def _run_dir_argument(argv: list[str]) -> Path | None:
+    for arg in argv:
+        if not arg.startswith("-") and (Path(arg) / "config.json").is_file():
+            return Path(arg)
+    for arg in argv:
+        if not arg.startswith("-"):
+            return Path(arg)
+    return None
+
+
+def _run_command(argv: list[str], verb: str, options_attr: str, doc: str):
+    """Parse ``lab eval|sample RUN_DIR [--checkpoint] [--device] [algorithm options]``."""
+    run_dir = _run_dir_argument(argv)
+    options_cls = None
+    if run_dir is not None:
+        from lab.rundir import RunDir
+        saved = RunDir.open(run_dir).read_config()
+        _, module = registry.get(saved.get("algo", "?"))
+        options_cls = getattr(module, options_attr, None)
+    elif not any(a in ("-h", "--help") for a in argv):
+        raise LabError(f"lab {verb} needs a run folder: lab {verb} RUN_DIR [options].")
+    fields = [
+        ("run_dir", tyro.conf.Positional[Path], field(metadata={"doc": "The run folder."})),
+        ("checkpoint", str, field(default="best")),
+        ("device", Device, field(default=None)),
+        ("json", bool, field(default=False)),
+    ]
+    if options_cls is not None:
+        fields.append(("options", options_cls, field(default_factory=options_cls)))
+    command = dataclasses.make_dataclass(f"{verb.title()}Command", fields, frozen=True)
+    command.__doc__ = doc + "\n\n--checkpoint: best, last or a path; --device overrides the saved one; --json prints JSON."
+    args = tyro.cli(command, args=argv, prog=f"lab {verb}", config=_TYRO)
+    return args, getattr(args, "options", None)
+
+
+def cmd_eval(argv: list[str]) -> int:
+    args, options = _run_command(argv, "eval", "EvalOptions", "Evaluate a run's checkpoint; results join its metrics.")
+    from lab.session import dump_json, evaluate, format_table
+    result = evaluate(args.run_dir, options, args.checkpoint, args.device)
+    if args.json:
+        print(dump_json(result))
+    else:
+        print(f"{args.run_dir} at step {result['step']}:")
+        print(format_table(result["metrics"]))
+        for path in result["files"]:
+            print(f"wrote {path}")
+    return 0
+
+
+def cmd_sample(argv: list[str]) -> int:
+    args, options = _run_command(argv, "sample", "SampleOptions", "Draw samples from a generative run.")
+    from lab.session import dump_json, sample
+    files = sample(args.run_dir, options, args.checkpoint, args.device)
+    print(dump_json({"files": files}) if args.json else "\n".join(f"wrote {p}" for p in files))
+    return 0
+
+
+def cmd_plot(argv: list[str]) -> int:
+    args = tyro.cli(PlotCommand, args=argv, prog="lab plot")
+    if not args.run_dirs:
+        raise LabError("lab plot needs at least one run folder.")
+    from lab.plot import plot_runs
+    print(f"wrote {plot_runs(list(args.run_dirs), list(args.metric) or None, args.out)}")
+    return 0
+
+
+def cmd_list(argv: list[str]) -> int:
+    what = argv[0] if argv else None
+    if what in ("-h", "--help"):
+        print("usage: lab list [algorithms|envs|datasets]")
+        return 0
+    if what is not None and what not in LISTINGS:
+        raise LabError(f"lab list takes one of {', '.join(LISTINGS)}; got {what!r}.")
+    for name, target in LISTINGS.items():
+        if what in (None, name):
+            print(f"{name}:")
+            try:
+                _print_rows(_load(target)())
+            except LabError as error:
+                print(f"  ({error})")
+    return 0
+
+
+def cmd_bench(argv: list[str]) -> int:
+    bench_dir = Path(__file__).resolve().parent.parent / "bench"
+    names = sorted(p.stem.replace("_", "-") for p in bench_dir.glob("*.py") if not p.stem.startswith("_"))
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: lab bench NAME [args]   benchmarks: " + (", ".join(names) or "none yet"))
+        return 0 if argv else 2
+    if argv[0] not in names:
+        raise LabError(f"unknown benchmark {argv[0]!r}; known: {', '.join(names) or 'none yet'}.")
+    module = importlib.import_module("bench." + argv[0].replace("-", "_"))
+    return module.main(argv[1:]) or 0
+
+
+def _print_rows(rows) -> None:
+    rows = [tuple(str(c) for c in row) for row in rows]
+    if not rows:
+        print("  (none)")
+        return
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+
+
+COMMANDS = {
+    "train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "sample": cmd_sample,
+    "plot": cmd_plot, "list": cmd_list, "bench": cmd_bench,
+}
+
+
+def dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip().split("\n\n", 1)[1] if argv else __doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command in DELEGATED:
+        return _load(DELEGATED[command])(rest) or 0
+    if command not in COMMANDS:
+        known = ", ".join(list(COMMANDS) + list(DELEGATED))
+        raise LabError(f"unknown command {command!r}; commands: {known}.")
+    return COMMANDS[command](rest)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        status = dispatch(sys.argv[1:] if argv is None else list(argv))
+    except LabError as error:
+        print(f"lab: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("lab: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(status)

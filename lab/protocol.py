@@ -1,0 +1,33 @@
+"""The protocol every learning algorithm follows; the trainer needs nothing else.
+
+An algorithm never opens files or prints: it returns numbers (and ``lab.Image``/``Video``/``Arrays``
+values), and the trainer records them.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Algorithm(Protocol):
+    step_size: int
+    """How far one ``train_step`` advances the step counter (for example the number of vector
+    environments for an RL algorithm that steps all of them once; 1 for one optimizer step)."""
+
+    best_metric: ClassVar[tuple[str, str] | None]
+    """(metric key, "max" or "min") that decides checkpoints/best.pt, or None for no best.pt."""
+
+    def train_step(self, step: int) -> dict[str, Any]:
+        """One unit of work (an env step batch + update, or one optimizer step); returns metrics.
+        Values may be floats or 0-d tensors (left on the device: the trainer syncs only when it logs)."""
+
+    def evaluate(self, options: Any = None) -> dict[str, Any]:
+        """Evaluation metrics (``eval/...``) and optional media. ``options`` is the module's
+        ``EvalOptions`` under ``lab eval`` and None during training."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly, as tensors and plain Python values (no numpy arrays,
+        no custom classes: checkpoints load with ``weights_only=True``)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""

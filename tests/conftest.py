@@ -1,0 +1,40 @@
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def run_lab(*args, cwd=None) -> subprocess.CompletedProcess:
+    """Run `lab ARGS` in this process (fast: torch is imported once); returns exit status and output."""
+    from lab.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_cwd = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main([str(a) for a in args])
+                status = 0
+            except SystemExit as exit_:
+                status = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.chdir(old_cwd)
+    return subprocess.CompletedProcess(["lab", *map(str, args)], status, out.getvalue(), err.getvalue())
+
+
+def lab_subprocess_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def lab():
+    return run_lab

@@ -1,0 +1,80 @@
+"""The `lab` command: help, listing, and one clear sentence for every kind of bad input."""
+import json
+
+import pytest
+
+from lab.config import from_dict, to_dict
+from lab.toy import Config
+
+
+def assert_one_line_error(result, *words):
+    assert result.returncode != 0
+    err = result.stderr.strip()
+    assert "Traceback" not in result.stderr
+    assert err.startswith("lab: error:") and "\n" not in err, err
+    for word in words:
+        assert word in err, err
+
+
+def test_help_documents_every_field(lab):
+    result = lab("train", "toy", "--help")
+    assert result.returncode == 0
+    for flag in ("--lr", "--batch-size", "--total-steps", "--seed", "--device", "--precision", "--compile"):
+        assert flag in result.stdout
+    assert lab("--help").returncode == 0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "tyo"], ["unknown algorithm", "toy"]),
+    (["train", "toy", "--lr", "-0.1"], ["--lr", "-0.1"]),
+    (["train", "toy", "--batch-size", "0"], ["--batch-size", "0"]),
+    (["train", "toy", "--momentum", "-1"], ["--momentum"]),
+    (["resume", "no/such/run"], ["no run folder"]),
+    (["eval", "no/such/run"], ["no run folder"]),
+    (["frobnicate"], ["unknown command"]),
+    (["list", "planets"], ["lab list takes"]),
+])
+def test_bad_input_gives_one_sentence(lab, tmp_path, args, words):
+    assert_one_line_error(lab(*args, cwd=tmp_path), *words)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_corrupt_checkpoint_and_conflicting_resume(tmp_path, lab):
+    run = tmp_path / "run"
+    assert lab("train", "toy", "--total-steps", 20, "--device", "cpu", "--run-dir", run).returncode == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+    assert_one_line_error(lab("resume", run, "--lr", "0.5"), "--lr", "only --total-steps")
+    assert_one_line_error(lab("resume", run), "already at step 20")
+    assert_one_line_error(lab("train", "toy", "--run-dir", run), "already holds a run")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+    saved = json.loads((run / "config.json").read_text())
+    saved["config"]["lr"] = 0.5
+    (run / "config.json").write_text(json.dumps(saved))
+    assert_one_line_error(lab("resume", run, "--total-steps", 40), "disagree", "--lr")
+
+    (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint at all")
+    assert_one_line_error(lab("eval", run, "--checkpoint", "last"), "corrupt")
+    (run / "config.json").write_text("{ torn")
+    assert_one_line_error(lab("eval", run), "corrupt")
+
+
+def test_eval_appends_to_metrics(tmp_path, lab):
+    run = tmp_path / "run"
+    assert lab("train", "toy", "--total-steps", 20, "--device", "cpu", "--run-dir", run).returncode == 0
+    rows = len((run / "metrics.jsonl").read_text().splitlines())
+    result = lab("eval", run, "--json")
+    assert result.returncode == 0, result.stderr
+    assert "eval/mse" in json.loads(result.stdout)["metrics"]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == rows + 1
+
+
+def test_list_shows_algorithms(lab):
+    result = lab("list", "algorithms")
+    assert result.returncode == 0 and "toy" in result.stdout
+
+
+def test_config_round_trips_through_json():
+    config = Config(dim=3, lr=0.2)
+    assert from_dict(Config, json.loads(json.dumps(to_dict(config)))) == config
