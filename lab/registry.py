@@ -31,6 +31,14 @@ class AlgoSpec:
 
 ALGORITHMS: dict[str, AlgoSpec] = {
     "toy": AlgoSpec("lab.toy", "linear regression by minibatch SGD: a tiny model to try the trainer on"),
+    "dqn": AlgoSpec("rl.dqn.algo", "deep Q-learning: replay buffer + target network, CartPole to Atari"),
+    "reinforce": AlgoSpec("rl.pg.reinforce", "REINFORCE: Monte-Carlo policy gradient from whole episodes"),
+    "actor-critic": AlgoSpec("rl.pg.actor_critic", "actor-critic: policy gradient weighted by a TD-learned Q"),
+    "a2c": AlgoSpec("rl.pg.a2c", "advantage actor-critic over N vector envs, n-step or GAE(lambda)"),
+    "classifier": AlgoSpec("generative.metrics.classifier", "small conv classifier whose features score samples (FID, IS)"),
+    "vae": AlgoSpec("generative.vae.algo", "variational autoencoder trained on the ELBO"),
+    "gan": AlgoSpec("generative.gan.algo", "GANs: minimax, non-saturating, WGAN-GP, hinge; DCGAN, conditional"),
+    "ddpm": AlgoSpec("generative.diffusion.algo", "DDPM diffusion: U-Net denoiser, ancestral and DDIM sampling"),
 }
 
 
@@ -41,7 +49,12 @@ def get(name: str) -> tuple[AlgoSpec, ModuleType]:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise LabError(f"unknown algorithm {name!r}; known: {', '.join(ALGORITHMS)}.{hint}")
     spec = ALGORITHMS[name]
-    return spec, spec.load()
+    try:
+        return spec, spec.load()
+    except ModuleNotFoundError as error:
+        if error.name and spec.module.startswith(error.name):
+            raise LabError(f"algorithm {name!r} is listed but its module {spec.module} is not installed.") from None
+        raise
 
 
 def describe() -> list[tuple[str, str]]:

@@ -1,0 +1,21 @@
+"""Environments: the tabular worlds of the notes registered with Gymnasium, and env makers."""
+from __future__ import annotations
+
+
+def describe() -> list[tuple[str, str]]:
+    """Rows for `lab list envs`: the lab's own envs, then the families Gymnasium and ale-py provide."""
+    import gymnasium
+
+    rows = [(env_id, str(spec.entry_point).split(":")[-1])
+            for env_id, spec in sorted(gymnasium.registry.items()) if env_id.startswith("lab/")]
+    classic = [i for i in ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "LunarLander-v3")
+               if i in gymnasium.registry]
+    rows.append(("classic control", ", ".join(classic)))
+    try:
+        import ale_py
+        gymnasium.register_envs(ale_py)
+        atari = [i for i in gymnasium.registry if i.startswith("ALE/") and i.endswith("-v5")]
+        rows.append(("Atari (ale-py)", f"{len(atari)} games, e.g. ALE/Pong-v5, ALE/Breakout-v5"))
+    except ImportError:
+        rows.append(("Atari", "not installed: pip install ale-py"))
+    return rows

@@ -1,0 +1,1 @@
+"""Generative models: VAEs (vae/), GANs (gan/), DDPM diffusion (diffusion/), data and metrics."""

@@ -1,0 +1,1 @@
+"""Reinforcement learning: tabular MDP solvers (mdp/), DQN (dqn/), policy gradients (pg/)."""
