@@ -1,6 +1,10 @@
 """Environments: the tabular worlds of the notes registered with Gymnasium, and env makers."""
 from __future__ import annotations
 
+import gymnasium as _gymnasium
+
+_gymnasium.register("lab/Reach1D-v0", entry_point="envs.reach:Reach1D", max_episode_steps=50)  # Gaussian-policy test bed
+
 
 def describe() -> list[tuple[str, str]]:
     """Rows for `lab list envs`: the lab's own envs, then the families Gymnasium and ale-py provide."""
