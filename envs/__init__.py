@@ -4,6 +4,10 @@ from __future__ import annotations
 import gymnasium as _gymnasium
 
 _gymnasium.register("lab/Reach1D-v0", entry_point="envs.reach:Reach1D", max_episode_steps=50)  # Gaussian-policy test bed
+# the tabular worlds of the notes (envs/gridworld.py, envs/tabular.py); each truncates itself after max_steps
+_gymnasium.register("lab/GridWorld-v0", entry_point="envs.gridworld:GridWorldEnv")
+_gymnasium.register("lab/Corridor-v0", entry_point="envs.gridworld:CorridorEnv")
+_gymnasium.register("lab/RandomMDP-v0", entry_point="envs.tabular:RandomMDPEnv")
 
 
 def describe() -> list[tuple[str, str]]:
