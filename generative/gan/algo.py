@@ -1,0 +1,368 @@
+"""GANs: the two-player game min_G max_D E[log D(x)] + E[log(1 - D(G(z)))] and the fixes that make it train.
+
+One ``train_step`` is one generator update preceded by ``n_critic`` discriminator updates, each on a
+fresh real batch and fresh latents (Goodfellow et al. 2014, Algorithm 1):
+
+    for n_critic times:   D <- D - lr * grad_D  L_D(D(x), D(G(z)))       (+ lambda * gradient penalty)
+    once:                 G <- G - lr * grad_G  L_G(D(G(z)))
+    G_ema <- decay * G_ema + (1 - decay) * G                              (the copy used for sampling)
+
+The losses (minimax, non-saturating, wgan-gp, hinge) are the pure functions of ``losses.py``; the
+networks (MLPs for the 2-D toys, DCGAN for images, spectral norm and label conditioning as options)
+are in ``nets.py``. Data, scores and plots come from ``generative.data`` / ``metrics`` / ``plots``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from lab import Arrays, Image, Video
+from lab.config import in_range, non_negative, one_of, positive, require
+from lab.errors import LabError
+from lab.runtime import Runtime
+from generative.data import (DATASETS, IMAGE_DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset,
+                             load_images, toy_distribution)
+from generative.gan.losses import LOSSES, gradient_penalty
+from generative.gan.nets import DCGANGenerator, MLPGenerator, dcgan_discriminator, mlp_discriminator
+from generative.plots import samples_grid, toy_scatter
+
+# loss -> (n_critic, Adam lr, beta1, beta2) as published
+PUBLISHED = {
+    "minimax": (1, 2e-4, 0.5, 0.999),          # DCGAN, Radford et al. 2016
+    "non-saturating": (1, 2e-4, 0.5, 0.999),   # DCGAN, Radford et al. 2016
+    "wgan-gp": (5, 1e-4, 0.0, 0.9),            # Gulrajani et al. 2017
+    "hinge": (5, 2e-4, 0.0, 0.9),              # SN-GAN, Miyato et al. 2018
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """GAN training: minimax / non-saturating / WGAN-GP / hinge losses on 2-D toys or images."""
+
+    data: str = "ring8"
+    """Data set: ring8 or grid25 (the mode-collapse benchmarks), moons, swissroll, or digits / mnist /
+    fashion-mnist / cifar10 images."""
+    data_dir: Optional[Path] = None
+    """Folder holding MNIST / Fashion-MNIST / CIFAR-10 files (default $LAB_DATA_DIR, else ./data)."""
+    image_size: Optional[int] = None
+    """Train on images resized to this many pixels a side, 8 to 32 (default: the data's native size;
+    digits may use 8, 16 or 32; mnist 28 or 32)."""
+    loss: str = "non-saturating"
+    """minimax (the saturating original), non-saturating, wgan-gp (Wasserstein with gradient penalty)
+    or hinge."""
+    conditional: bool = False
+    """Feed the class label to both networks (image data only)."""
+    conditioning: str = "projection"
+    """How the discriminator reads the label: projection (<embed(y), h> added to its score) or concat
+    (one-hot planes appended to its input)."""
+    spectral_norm: bool = False
+    """Spectrally normalise every discriminator layer (largest singular value 1)."""
+    latent_dim: int = 64
+    """Dimension of the generator's Gaussian input z."""
+    hidden: int = 256
+    """Units per hidden layer of the 2-D toy MLPs."""
+    depth: int = 3
+    """Hidden layers of the 2-D toy MLPs."""
+    channels: int = 64
+    """Channels of the DCGAN discriminator's first layer (and the generator's last hidden layer)."""
+    batch_size: int = 256
+    """Real (and generated) samples per discriminator and per generator update."""
+    n_critic: Optional[int] = None
+    """Discriminator updates per generator update (default as published: 5 for wgan-gp and hinge, else 1)."""
+    lr: Optional[float] = None
+    """Adam learning rate of both networks (default as published: 1e-4 for wgan-gp, else 2e-4)."""
+    beta1: Optional[float] = None
+    """Adam beta1 (default as published: 0.5 for minimax / non-saturating, 0 for wgan-gp / hinge)."""
+    beta2: Optional[float] = None
+    """Adam beta2 (default as published: 0.999 for minimax / non-saturating, 0.9 for wgan-gp / hinge)."""
+    gp_weight: float = 10.0
+    """lambda, the weight of the WGAN-GP gradient penalty."""
+    ema_decay: float = 0.999
+    """Decay of the exponential moving average of G's weights used for sampling (0: sample from G)."""
+    instance_noise: float = 0.0
+    """Std of Gaussian noise added to the discriminator's real and fake inputs, annealed linearly to 0
+    over training (Sonderby et al. 2017; 0: off)."""
+    eval_samples: int = 2500
+    """Samples drawn at each evaluation (2,500 as in the VEEGAN / PacGAN toy benchmarks)."""
+    total_steps: int = 3000
+    """Generator updates to train for (each preceded by n_critic discriminator updates)."""
+
+    def __post_init__(self):
+        check_dataset(self.data, DATASETS)
+        one_of(self, "loss", LOSSES)
+        one_of(self, "conditioning", ("projection", "concat"))
+        positive(self, "latent_dim", "hidden", "depth", "channels", "batch_size", "eval_samples", "total_steps")
+        non_negative(self, "gp_weight", "instance_noise")
+        in_range(self, "ema_decay", 0.0, 1.0)
+        if self.n_critic is not None:
+            positive(self, "n_critic")
+        if self.lr is not None:
+            positive(self, "lr")
+        for name in ("beta1", "beta2"):
+            if getattr(self, name) is not None:
+                in_range(self, name, 0.0, 0.9999)
+        require(not (self.conditional and self.data in TOY_DATASETS),
+                f"--conditional needs labelled images; {self.data} is a 2-D toy without classes.")
+        if self.image_size is not None:
+            require(self.data in IMAGE_DATASETS, f"--image-size applies to image data, not {self.data}.")
+            require(self.image_size in (8, 16, 28, 32),
+                    f"--image-size must be 8, 16, 28 or 32, got {self.image_size}.")
+
+    def hyperparameters(self) -> tuple[int, float, float, float]:
+        """(n_critic, lr, beta1, beta2): the flags given, else the loss's published values."""
+        published = PUBLISHED[self.loss]
+        given = (self.n_critic, self.lr, self.beta1, self.beta2)
+        return tuple(p if g is None else g for g, p in zip(given, published))
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Options of `lab eval` for a GAN run."""
+    samples: int = 0
+    """Samples to score (0: the run's --eval-samples)."""
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """Options of `lab sample` for a GAN run."""
+    n: int = 64
+    """How many samples to draw."""
+    label: Optional[int] = None
+    """Class to draw (conditional runs; default: every class in turn)."""
+    truncation: Optional[float] = None
+    """Truncation trick: redraw latent entries whose magnitude exceeds this (BigGAN); default none."""
+    seed: int = 0
+    """Seed of the latents."""
+
+
+# ---------------------------------------------------------------- latents
+def truncated_normal(shape: tuple[int, ...], threshold: float | None, generator: torch.Generator,
+                     device) -> torch.Tensor:
+    """z ~ N(0, I), entries with |z| > threshold redrawn until none is (Brock et al. 2019)."""
+    z = torch.randn(shape, generator=generator, device=device)
+    if threshold is None:
+        return z
+    outside = z.abs() > threshold
+    while outside.any():
+        z[outside] = torch.randn(int(outside.sum()), generator=generator, device=device)
+        outside = z.abs() > threshold
+    return z
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between latents a, b (N, D) at fractions t (T,) -> (N, T, D)
+    (White 2016: stays on the shell where Gaussian latents live)."""
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=-1).clamp(-1 + 1e-6, 1 - 1e-6)
+    omega = torch.acos(cos)[:, None, None]
+    t = t[None, :, None]
+    return (torch.sin((1 - t) * omega) * a[:, None] + torch.sin(t * omega) * b[:, None]) / torch.sin(omega)
+
+
+class Algorithm:
+    step_size = 1
+
+    def __init__(self, config: Config, runtime: Runtime):
+        self.config, self.rt = config, runtime
+        device = runtime.device
+        self.n_critic, lr, beta1, beta2 = config.hyperparameters()
+        self.d_loss_fn, self.g_loss_fn = LOSSES[config.loss]
+        self.toy = config.data in TOY_DATASETS
+        if self.toy:
+            self.distribution = toy_distribution(config.data)
+            self.num_classes = 0
+            self.real_rng = torch.Generator().manual_seed(runtime.rank_seed + 1)
+            generator = MLPGenerator(config.latent_dim, config.hidden, config.depth)
+            discriminator = mlp_discriminator(config.hidden, config.depth, use_spectral_norm=config.spectral_norm)
+            self.best_metric = ("eval/high_quality_modes", "max")
+        else:
+            images = load_images(config.data, "train", config.data_dir, config.image_size)
+            self.num_classes = images.num_classes if config.conditional else 0
+            channels, size = images.images.shape[1], images.images.shape[-1]
+            self.batches = BatchIterator(images.images * 2 - 1, images.labels, batch_size=config.batch_size,
+                                         seed=runtime.rank_seed + 1, device=device)
+            generator = DCGANGenerator(config.latent_dim, config.channels, size, channels, self.num_classes)
+            discriminator = dcgan_discriminator(
+                config.channels, size, channels, self.num_classes, config.conditioning, config.spectral_norm,
+                batch_norm=config.loss != "wgan-gp" and not config.spectral_norm)
+            self.best_metric = ("eval/fid", "min")
+        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
+        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        self.train_g, self.train_d = runtime.wrap(self.generator), runtime.wrap(self.discriminator)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(beta1, beta2))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(beta1, beta2))
+        self.noise_rng = torch.Generator(device).manual_seed(runtime.rank_seed + 2)
+        self.step = 0
+        self.snapshots: list[torch.Tensor] = []   # toy samples at each training evaluation, for the GIF
+        self.snapshot_steps: list[int] = []
+
+    # ---------------------------------------------------------------- data and latents
+    def _real_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        rows = self.rt.shard(self.config.batch_size)
+        if self.toy:
+            x = self.distribution.sample(self.config.batch_size, self.real_rng)[rows]
+            return x.to(self.rt.device), None
+        x, y = next(self.batches)
+        return x[rows], (y[rows] if self.num_classes else None)
+
+    def _latent(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.config.latent_dim, generator=self.noise_rng, device=self.rt.device)
+
+    def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
+        sigma = self.config.instance_noise * max(0.0, 1.0 - self.step / self.config.total_steps)
+        if sigma == 0:
+            return x
+        return x + sigma * torch.randn(x.shape, generator=self.noise_rng, device=x.device)
+
+    # ---------------------------------------------------------------- the game
+    def _discriminator_step(self) -> dict:
+        real, labels = self._real_batch()
+        with torch.no_grad(), self.rt.autocast():
+            fake = self.train_g(self._latent(len(real)), labels).float()
+        real, fake = self._instance_noise(real), self._instance_noise(fake)
+        with self.rt.autocast():
+            d_real = self.train_d(real, labels).float()
+            d_fake = self.train_d(fake, labels).float()
+        loss = self.d_loss_fn(d_real, d_fake)
+        metrics = {"train/d_loss": loss.detach(), "train/d_real": d_real.mean().detach(),
+                   "train/d_fake": d_fake.mean().detach()}
+        if self.config.loss == "wgan-gp":
+            epsilon = torch.rand(len(real), generator=self.noise_rng, device=real.device)
+            penalty = gradient_penalty(lambda x: self.train_d(x, labels).float(), real, fake, epsilon)
+            loss = loss + self.config.gp_weight * penalty   # L_D + lambda * E[(||grad D(x_hat)|| - 1)^2]
+            metrics["train/gradient_penalty"] = penalty.detach()
+        self.rt.optimize(loss, self.opt_d)
+        return metrics
+
+    def _generator_step(self) -> dict:
+        n = self.config.batch_size // self.rt.world_size
+        labels = (torch.randint(self.num_classes, (n,), generator=self.noise_rng, device=self.rt.device)
+                  if self.num_classes else None)
+        with self.rt.autocast():
+            fake = self.train_g(self._latent(n), labels)
+            d_fake = self.train_d(self._instance_noise(fake.float()), labels).float()
+        loss = self.g_loss_fn(d_fake)
+        self.rt.optimize(loss, self.opt_g)
+        return {"train/g_loss": loss.detach()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # G_ema <- decay * G_ema + (1 - decay) * G, with the decay warmed up over the first steps
+        decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.generator.parameters()), 1 - decay)
+        for ema_buffer, buffer in zip(self.ema.buffers(), self.generator.buffers()):
+            ema_buffer.copy_(buffer)
+
+    def train_step(self, step: int) -> dict:
+        self.discriminator.requires_grad_(True)
+        for _ in range(self.n_critic):
+            metrics = self._discriminator_step()
+        self.discriminator.requires_grad_(False)   # G's update needs gradients through D, not of D
+        metrics.update(self._generator_step())
+        self._update_ema()
+        self.step += 1
+        return metrics
+
+    # ---------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples of the EMA generator: 2-D points, or images in [0, 1]."""
+        out = self.ema(z.to(self.rt.device), None if labels is None else labels.to(self.rt.device)).float()
+        return out if self.toy else (out + 1) / 2
+
+    def _labels(self, n: int, label: int | None = None) -> torch.Tensor | None:
+        if not self.num_classes:
+            return None
+        if label is not None:
+            return torch.full((n,), label, dtype=torch.long)
+        return torch.arange(n) % self.num_classes
+
+    def _interpolation_strip(self, rng: torch.Generator, truncation: float | None, label: int | None) -> Image:
+        """Rows of 10 images along a spherical path between two latents (the label held fixed per row)."""
+        rows, steps = 8, 10
+        a = truncated_normal((rows, self.config.latent_dim), truncation, rng, self.rt.device)
+        b = truncated_normal((rows, self.config.latent_dim), truncation, rng, self.rt.device)
+        z = slerp(a, b, torch.linspace(0, 1, steps, device=a.device)).reshape(rows * steps, -1)
+        labels = self._labels(rows, label)
+        labels = None if labels is None else labels.repeat_interleave(steps)
+        return samples_grid(self.generate(z, labels), nrow=steps)
+
+    @torch.no_grad()
+    def evaluate(self, options: EvalOptions | None = None) -> dict:
+        n = options.samples if options is not None and options.samples > 0 else self.config.eval_samples
+        rng = torch.Generator(self.rt.device).manual_seed(self.rt.seed + 3)   # the same latents every time
+        z = truncated_normal((n, self.config.latent_dim), None, rng, self.rt.device)
+        labels = self._labels(n)
+        samples = self.generate(z, labels)
+        if self.toy:
+            return self._evaluate_toy(samples, during_training=options is None)
+        from generative.metrics import score_images
+        scores = score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
+                              device=self.rt.device)
+        shown = samples[:100] if self.num_classes else samples[:64]
+        return {**scores, "samples/grid": samples_grid(shown, nrow=self.num_classes or None),
+                "samples/interpolation": self._interpolation_strip(rng, None, None)}
+
+    def _evaluate_toy(self, samples: torch.Tensor, during_training: bool) -> dict:
+        from generative.metrics import score_toy
+        scores = score_toy(samples, self.config.data)
+        results = {**scores, "plots/scatter": toy_scatter(samples, self.distribution, f"step {self.step}")}
+        if during_training:
+            self.snapshots.append(samples[:1000].cpu())
+            self.snapshot_steps.append(self.step)
+        if self.step >= self.config.total_steps and self.snapshots:
+            frames = [toy_scatter(s, self.distribution, f"step {t}").array
+                      for s, t in zip(self.snapshots, self.snapshot_steps)]
+            results["videos/training"] = Video(frames, fps=2)
+        return results
+
+    @torch.no_grad()
+    def sample(self, options: SampleOptions | None = None) -> dict:
+        options = options or SampleOptions()
+        require(options.n > 0, f"--n must be > 0, got {options.n}.")
+        require(options.truncation is None or options.truncation > 0,
+                f"--truncation must be > 0, got {options.truncation}.")
+        if options.label is not None:
+            require(self.num_classes > 0, "--label needs a conditional run (trained with --conditional).")
+            require(0 <= options.label < self.num_classes,
+                    f"--label must be in [0, {self.num_classes - 1}], got {options.label}.")
+        rng = torch.Generator(self.rt.device).manual_seed(options.seed)
+        z = truncated_normal((options.n, self.config.latent_dim), options.truncation, rng, self.rt.device)
+        labels = self._labels(options.n, options.label)
+        samples = self.generate(z, labels)
+        arrays = Arrays({"samples": samples.cpu(), **({"labels": labels} if labels is not None else {})})
+        if self.toy:
+            return {"samples/scatter": toy_scatter(samples, self.distribution, f"{options.n} samples"),
+                    "samples/samples": arrays}
+        nrow = self.num_classes if self.num_classes and options.label is None else None
+        return {"samples/grid": samples_grid(samples, nrow=nrow),
+                "samples/interpolation": self._interpolation_strip(rng, options.truncation, options.label),
+                "samples/samples": arrays}
+
+    # ---------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "noise_rng": self.noise_rng.get_state(), "step": self.step,
+            "data": self.real_rng.get_state() if self.toy else self.batches.state_dict(),
+            "snapshots": list(self.snapshots), "snapshot_steps": list(self.snapshot_steps),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.noise_rng.set_state(state["noise_rng"])
+        self.step = int(state["step"])
+        if self.toy:
+            self.real_rng.set_state(state["data"])
+        else:
+            self.batches.load_state_dict(state["data"])
+        self.snapshots, self.snapshot_steps = list(state["snapshots"]), list(state["snapshot_steps"])

@@ -1,0 +1,181 @@
+"""GANs: each loss on hand-made discriminator outputs, the gradient penalty and spectral norm against
+their definitions, conditioning, exact resume, and short runs that must learn."""
+import copy
+import math
+
+import pytest
+import torch
+
+from generative.gan import losses
+from generative.gan.algo import Algorithm, Config, slerp, truncated_normal
+from generative.gan.nets import DCGANGenerator, MLPGenerator, dcgan_discriminator, mlp_discriminator, spectral_norm
+from lab.runtime import RunOptions, Runtime
+
+
+def grad_of(loss_fn, *values):
+    """The loss and d loss / d input for each hand-made tensor of discriminator outputs."""
+    inputs = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in values]
+    loss = loss_fn(*inputs)
+    return loss.item(), [g.tolist() for g in torch.autograd.grad(loss, inputs)]
+
+
+def sigmoid(x):
+    return 1 / (1 + math.exp(-x))
+
+
+# ---------------------------------------------------------------- losses
+def test_minimax_discriminator_loss_is_the_binary_cross_entropy_of_the_game():
+    # -[log D(x) + log(1 - D(G(z)))] with D = sigmoid(logit), real logit 2, fake logit -1
+    value, (d_real, d_fake) = grad_of(losses.d_loss_minimax, [2.0], [-1.0])
+    assert value == pytest.approx(-math.log(sigmoid(2.0)) - math.log(1 - sigmoid(-1.0)))
+    assert d_real == pytest.approx([-(1 - sigmoid(2.0))])    # push D(x) up
+    assert d_fake == pytest.approx([sigmoid(-1.0)])          # push D(G(z)) down
+    assert losses.d_loss_minimax(torch.zeros(4), torch.zeros(4)).item() == pytest.approx(2 * math.log(2))
+
+
+def test_minimax_generator_loss_saturates_where_the_non_saturating_one_does_not():
+    # D confidently rejects the fakes (logit -10): the saturating gradient vanishes
+    value, (grad,) = grad_of(losses.g_loss_minimax, [-10.0, 0.0])
+    assert value == pytest.approx((math.log(1 - sigmoid(-10.0)) + math.log(0.5)) / 2)
+    assert grad == pytest.approx([-sigmoid(-10.0) / 2, -0.5 / 2])
+    assert abs(grad[0]) < 1e-4
+    value, (grad,) = grad_of(losses.g_loss_non_saturating, [-10.0, 0.0])
+    assert value == pytest.approx((-math.log(sigmoid(-10.0)) - math.log(0.5)) / 2)
+    assert grad == pytest.approx([-(1 - sigmoid(-10.0)) / 2, -0.5 / 2])
+    assert abs(grad[0]) > 0.49
+
+
+def test_wasserstein_losses():
+    value, (d_real, d_fake) = grad_of(losses.d_loss_wasserstein, [1.0, 3.0], [0.0, 2.0])
+    assert value == pytest.approx(1.0 - 2.0)                 # E[D(G(z))] - E[D(x)]
+    assert d_real == [-0.5, -0.5] and d_fake == [0.5, 0.5]
+    value, (grad,) = grad_of(losses.g_loss_wasserstein, [1.0, 3.0])
+    assert value == -2.0 and grad == [-0.5, -0.5]
+
+
+def test_hinge_losses_only_count_margin_violations():
+    value, (d_real, d_fake) = grad_of(losses.d_loss_hinge, [0.5, 2.0], [-2.0, 0.5])
+    assert value == pytest.approx(0.25 + 0.75)               # mean(relu(1 - real)) + mean(relu(1 + fake))
+    assert d_real == [-0.5, 0.0] and d_fake == [0.0, 0.5]
+    value, (grad,) = grad_of(losses.g_loss_hinge, [0.5, -1.5])
+    assert value == pytest.approx(0.5) and grad == [-0.5, -0.5]
+
+
+def test_gradient_penalty_on_a_linear_critic_is_lambda_free_definition():
+    # D(x) = <w, x> + b has grad D = w everywhere, so the penalty is (||w|| - 1)^2 = (5 - 1)^2
+    w = torch.tensor([3.0, 4.0], requires_grad=True)
+    critic = lambda x: x @ w + 0.7
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    penalty = losses.gradient_penalty(critic, real, fake, torch.rand(6))
+    assert penalty.item() == pytest.approx(16.0)
+    (grad_w,) = torch.autograd.grad(penalty, w)              # d/dw (||w|| - 1)^2 = 2 (||w|| - 1) w / ||w||
+    assert grad_w.tolist() == pytest.approx([2 * 4 * 0.6, 2 * 4 * 0.8])
+    # images: the norm is over all pixels of a sample
+    w_img = torch.full((1, 2, 2), 0.25)
+    image_critic = lambda x: (x * w_img).flatten(1).sum(1)
+    penalty = losses.gradient_penalty(image_critic, torch.randn(3, 1, 2, 2), torch.randn(3, 1, 2, 2), torch.rand(3))
+    assert penalty.item() == pytest.approx((0.5 - 1.0) ** 2)
+
+
+def test_gradient_penalty_interpolates_with_epsilon():
+    # a critic whose gradient norm is |x| (D = x^2 / 2 in 1-D) sees x_hat = eps real + (1 - eps) fake
+    critic = lambda x: (x ** 2 / 2).sum(1)
+    real, fake = torch.tensor([[4.0]]), torch.tensor([[0.0]])
+    assert losses.gradient_penalty(critic, real, fake, torch.tensor([0.5])).item() == pytest.approx((2.0 - 1) ** 2)
+    assert losses.gradient_penalty(critic, real, fake, torch.tensor([1.0])).item() == pytest.approx((4.0 - 1) ** 2)
+
+
+# ---------------------------------------------------------------- networks
+def test_spectral_norm_bounds_the_largest_singular_value():
+    torch.manual_seed(0)
+    linear = spectral_norm(torch.nn.Linear(20, 30))
+    conv = spectral_norm(torch.nn.Conv2d(3, 8, 4, 2, 1))
+    with torch.no_grad():
+        linear.parametrizations.weight.original.mul_(10.0)
+        for _ in range(30):                                   # power iteration runs once per training forward
+            linear(torch.randn(5, 20))
+            conv(torch.randn(2, 3, 8, 8))
+    assert torch.linalg.matrix_norm(linear.weight, 2).item() == pytest.approx(1.0, abs=0.02)
+    assert torch.linalg.matrix_norm(conv.weight.flatten(1), 2).item() == pytest.approx(1.0, abs=0.02)
+    discriminator = mlp_discriminator(32, 2, use_spectral_norm=True)
+    with torch.no_grad():
+        for _ in range(30):
+            discriminator(torch.randn(8, 2))
+    sigmas = [torch.linalg.matrix_norm(m.weight, 2).item() for m in discriminator.modules()
+              if isinstance(m, torch.nn.Linear)]
+    assert len(sigmas) == 3 and all(s == pytest.approx(1.0, abs=0.02) for s in sigmas)
+
+
+def test_conditional_networks_depend_on_the_label():
+    torch.manual_seed(0)
+    z = torch.randn(4, 16)
+    for generator in (MLPGenerator(16, 32, 2, num_classes=3), DCGANGenerator(16, 8, 8, 1, num_classes=10)):
+        generator.eval()
+        out_0 = generator(z, torch.zeros(4, dtype=torch.long))
+        out_1 = generator(z, torch.ones(4, dtype=torch.long))
+        assert (out_0 - out_1).abs().max() > 1e-3
+        assert torch.equal(out_0, generator(z, torch.zeros(4, dtype=torch.long)))
+    images = torch.randn(4, 1, 16, 16)
+    for conditioning in ("projection", "concat"):
+        discriminator = dcgan_discriminator(8, 16, 1, num_classes=10, conditioning=conditioning).eval()
+        scores_0 = discriminator(images, torch.zeros(4, dtype=torch.long))
+        scores_1 = discriminator(images, torch.ones(4, dtype=torch.long))
+        assert scores_0.shape == (4,) and (scores_0 - scores_1).abs().max() > 1e-4
+
+
+def test_dcgan_shapes_for_8_to_32_pixels():
+    for size in (8, 16, 28, 32):
+        generator = DCGANGenerator(8, 4, size, 3)
+        images = generator(torch.randn(2, 8))
+        assert images.shape == (2, 3, size, size) and images.abs().max() <= 1
+        assert dcgan_discriminator(4, size, 3)(images).shape == (2,)
+
+
+def test_latent_helpers():
+    rng = torch.Generator().manual_seed(0)
+    z = truncated_normal((500, 8), 0.7, rng, "cpu")
+    assert z.abs().max() <= 0.7 and z.std() > 0.3
+    a, b = torch.randn(3, 8), torch.randn(3, 8)
+    path = slerp(a, b, torch.linspace(0, 1, 5))
+    assert path.shape == (3, 5, 8)
+    assert torch.allclose(path[:, 0], a, atol=1e-5) and torch.allclose(path[:, -1], b, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the algorithm
+def tiny_toy(**overrides) -> Config:
+    return Config(**{"data": "ring8", "hidden": 32, "depth": 2, "latent_dim": 8, "batch_size": 32,
+                     "eval_samples": 200, "total_steps": 6, **overrides})
+
+
+@pytest.mark.parametrize("loss", ["minimax", "wgan-gp"])
+def test_resume_is_exact(loss):
+    config = tiny_toy(loss=loss, n_critic=2, instance_noise=0.1)
+    straight = Algorithm(config, Runtime(RunOptions(seed=3, device="cpu")))
+    for step in range(3):
+        straight.train_step(step)
+    saved = copy.deepcopy(straight.state_dict())   # a checkpoint is a snapshot, not live tensors
+    for step in range(3, 6):
+        straight.train_step(step)
+    resumed = Algorithm(config, Runtime(RunOptions(seed=99, device="cpu")))
+    resumed.load_state_dict(saved)
+    for step in range(3, 6):
+        resumed.train_step(step)
+    for a, b in ((straight.generator, resumed.generator), (straight.ema, resumed.ema),
+                 (straight.discriminator, resumed.discriminator)):
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name
+
+
+def test_one_step_counts_n_critic_discriminator_updates():
+    algorithm = Algorithm(tiny_toy(n_critic=3), Runtime(RunOptions(device="cpu")))
+    algorithm.train_step(0)
+    assert algorithm.opt_d.state_dict()["state"][0]["step"].item() == 3
+    assert algorithm.opt_g.state_dict()["state"][0]["step"].item() == 1
+
+
+def test_bad_flags_give_one_line_errors(lab, tmp_path):
+    for args in (["--loss", "wasserstein"], ["--conditional"], ["--data", "ring9"], ["--ema-decay", "1.5"]):
+        result = lab("train", "gan", *args, "--run-dir", tmp_path / "run")
+        assert result.returncode == 2, args
+        assert result.stderr.startswith("lab: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "run").exists()
