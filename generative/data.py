@@ -91,25 +91,33 @@ def fit_size(images: torch.Tensor, size: int) -> torch.Tensor:
     if h < size < 2 * h and (size - h) % 2 == 0:
         p = (size - h) // 2
         return F.pad(images, (p, p, p, p))
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=size < h).clamp_(0.0, 1.0)
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=size < h)
+
+
+@functools.lru_cache(maxsize=None)
+def _inverse_resize(h: int, size: int) -> torch.Tensor:
+    """The least-squares inverse (h, size) of ``fit_size``'s resize along one axis (bilinear resizing
+    is separable and linear: one (size, h) matrix per axis)."""
+    columns = F.interpolate(torch.eye(h, dtype=torch.float64).view(h, 1, 1, h), size=(1, size), mode="bilinear",
+                            align_corners=False, antialias=size < h)
+    return torch.linalg.pinv(columns.view(h, size).T).float()
 
 
 def to_native(images: torch.Tensor, name: str) -> torch.Tensor:
-    """Undo ``fit_size``: images of any size back to the data set's native size (crop what padding added,
-    else area/antialiased resampling)."""
+    """Undo ``fit_size``: images of any size back to the data set's native size. Padding is cropped;
+    an interpolation is undone by its least-squares inverse, so ``to_native(fit_size(x, s)) == x``
+    up to round-off, and a model's output is brought back the way its training data were brought up."""
     c, h, _ = NATIVE_SHAPE[name]
-    if images.shape[1] != c:
-        raise LabError(f"{name} images have {c} channel(s); got samples with {images.shape[1]}.")
+    if images.ndim != 4 or images.shape[1] != c or images.shape[-1] != images.shape[-2]:
+        raise LabError(f"{name} samples must be square (N, {c}, S, S) images; got shape {tuple(images.shape)}.")
     size = images.shape[-1]
     if size == h:
         return images
     if h < size < 2 * h and (size - h) % 2 == 0:
         p = (size - h) // 2
         return images[..., p:p + h, p:p + h]
-    if size > h and size % h == 0:
-        return F.avg_pool2d(images, size // h)
-    return F.interpolate(images, size=(h, h), mode="bilinear", align_corners=False, antialias=size > h)
+    inverse = _inverse_resize(h, size).to(images.device)
+    return (inverse @ images.float() @ inverse.T).clamp(0.0, 1.0)
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,0 +1,114 @@
+"""Sample-quality metrics. One call scores a generative model's samples:
+
+    score_images(samples, "digits")  ->  eval/fid, eval/is, eval/precision, eval/recall,
+                                         eval/memorization, eval/fid_real, eval/n_samples [, eval/label_accuracy]
+    score_toy(samples, "grid25")     ->  eval/modes, eval/high_quality, eval/precision, eval/recall, eval/n_samples
+
+Features and class probabilities come from the project's classifier of that data set
+(``classifier.feature_classifier``), so a digits FID is NOT an Inception FID and cannot be compared
+with published numbers; it compares models scored here, at the same sample count (FID is biased
+upward at small counts: ``eval/fid_real`` gives the score of real images at that count).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from generative.data import IMAGE_DATASETS, TOY_DATASETS, ImageSet, check_dataset, load_images, to_native, \
+    toy_distribution
+from generative.metrics.classifier import feature_classifier, features_and_probs
+from generative.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_of
+from generative.metrics.inception_score import inception_score
+from generative.metrics.knn import memorization_ratio, nearest, precision_recall
+from generative.metrics.toy import high_quality_share, modes_captured, reference_points
+from lab.errors import LabError
+from lab.media import Image, image_grid
+
+__all__ = ["score_images", "score_toy", "memorization_grid", "frechet_distance", "frechet_distance_of",
+           "feature_statistics", "inception_score", "precision_recall", "memorization_ratio", "modes_captured",
+           "high_quality_share"]
+
+_REFERENCE: dict[tuple, ImageSet] = {}
+
+
+def reference_images(data: str, split: str, data_dir=None) -> ImageSet:
+    """A real split at native size, loaded once per process."""
+    key = (data, split, str(data_dir))
+    if key not in _REFERENCE:
+        _REFERENCE[key] = load_images(data, split, data_dir)
+    return _REFERENCE[key]
+
+
+def is_splits(n: int) -> int:
+    """Splits of the Inception Score: 10 (the published protocol) when each holds >= 100 samples, else fewer."""
+    return max(1, min(10, n // 100))
+
+
+@torch.no_grad()
+def score_images(samples: torch.Tensor, data: str, *, data_dir=None, labels: torch.Tensor | None = None,
+                 device="cpu") -> dict[str, float]:
+    """Score samples (N, C, H, W) in [0, 1] of any size (brought to native size by ``to_native``)
+    against the test split of ``data``.
+
+    eval/fid            Fréchet distance of classifier features, samples vs the whole test split
+    eval/fid_real       the same for N real training images: what a perfect model scores at this N
+    eval/is             Inception Score from the classifier's softmax (at most the 10 classes)
+    eval/precision, eval/recall   k-NN (k=3) manifolds of features, min(N, n_test) of each
+    eval/memorization   median pixel distance sample -> nearest training image, over the same for
+                        test images (about 1 or more: no copying; well below 1: copies)
+    eval/label_accuracy share of samples the classifier puts in the requested class (``labels`` given)
+    eval/n_samples      N
+    """
+    check_dataset(data, IMAGE_DATASETS)
+    if samples.ndim != 4 or len(samples) < 2:
+        raise LabError(f"score_images takes (N, C, H, W) images with N >= 2; got shape {tuple(samples.shape)}.")
+    n = len(samples)
+    fake = to_native(samples.detach().float().to(device), data).clamp(0.0, 1.0)
+    test = reference_images(data, "test", data_dir)
+    train = reference_images(data, "train", data_dir)
+    network = feature_classifier(data, data_dir, device)
+    fake_features, fake_probs = features_and_probs(network, fake, device)
+    test_features, _ = features_and_probs(network, test.images, device)
+    train_features, _ = features_and_probs(network, train.images[:n], device)
+    m = min(n, len(test_features))
+    precision, recall = precision_recall(test_features[:m], fake_features[:m], k=3)
+    scores = {
+        "eval/fid": frechet_distance_of(test_features, fake_features),
+        "eval/fid_real": frechet_distance_of(test_features, train_features),
+        "eval/is": inception_score(fake_probs, is_splits(n))[0],
+        "eval/precision": precision,
+        "eval/recall": recall,
+        "eval/memorization": memorization_ratio(fake, train.images.to(device), test.images.to(device)),
+        "eval/n_samples": float(n),
+    }
+    if labels is not None:
+        scores["eval/label_accuracy"] = (fake_probs.argmax(1).cpu() == labels.cpu()).float().mean().item()
+    return scores
+
+
+@torch.no_grad()
+def score_toy(samples: torch.Tensor, name: str) -> dict[str, float]:
+    """Score 2-D samples (N, 2) of a toy: modes captured (mixtures only), high-quality share, and
+    k-NN precision/recall against N points of the true distribution."""
+    check_dataset(name, TOY_DATASETS)
+    toy = toy_distribution(name)
+    samples = samples.detach().float().cpu()
+    precision, recall = precision_recall(reference_points(name, len(samples)), samples, k=3)
+    scores = {"eval/high_quality": high_quality_share(samples, toy), "eval/precision": precision,
+              "eval/recall": recall, "eval/n_samples": float(len(samples))}
+    if toy.centers is not None:
+        scores = {"eval/modes": float(modes_captured(samples, toy)), **scores}
+    return scores
+
+
+@torch.no_grad()
+def memorization_grid(samples: torch.Tensor, data: str, *, data_dir=None, n: int = 16) -> Image:
+    """The first n samples, each beside its nearest training image (pixel distance), 4 pairs a row."""
+    check_dataset(data, IMAGE_DATASETS)
+    fake = to_native(samples[:n].detach().float().cpu(), data).clamp(0.0, 1.0)
+    train = reference_images(data, "train", data_dir).images
+    neighbours = train[nearest(fake, train)[1]]
+    pairs = torch.stack([fake, neighbours], 1).flatten(0, 1)
+    if pairs.shape[-1] < 32:   # small images (digits) are enlarged so the grid can be read
+        pairs = F.interpolate(pairs, scale_factor=32 // pairs.shape[-1], mode="nearest")
+    return Image(image_grid(pairs, nrow=8, pad=2))
