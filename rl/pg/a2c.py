@@ -19,7 +19,7 @@ import torch
 
 from lab.config import in_range, non_negative, one_of, positive
 from lab.runtime import Runtime
-from rl.pg.common import (EvalOptions, episode_metrics, evaluate_policy, final_observations, finished_episodes,
+from rl.pg.common import (EvalOptions, episode_metrics, evaluate_policy, finished_episodes,
                           make_training_envs, to_env, to_tensor)
 from rl.pg.losses import entropy_bonus, policy_gradient_loss, value_loss
 from rl.pg.policies import ActorCritic, LogStd, Trunks

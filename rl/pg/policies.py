@@ -114,13 +114,13 @@ class ActorCritic(nn.Module):
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.value_out(self.value_trunk(obs)).squeeze(-1)
 
-    def policy_and_value(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
+    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor | None]:
+        """pi(.|s) and V(s) (None without a value head), sharing the trunk's pass when it is shared."""
         h = self.policy_trunk(obs)
+        if self.value_out is None:
+            return self.head(h), None
         v_h = h if self.shared else self.value_trunk(obs)
         return self.head(h), self.value_out(v_h).squeeze(-1)
-
-    def forward(self, obs: torch.Tensor) -> tuple[Distribution, torch.Tensor]:
-        return self.policy_and_value(obs)
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """An action per observation: sampled, or the distribution's mode when ``deterministic``."""
