@@ -1,7 +1,9 @@
 """Sample-quality metrics: Fréchet distance, Inception Score, k-NN precision/recall, memorization,
 toy mode coverage, and the digits feature classifier."""
+import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -160,9 +162,38 @@ def test_other_sets_without_a_classifier_say_how_to_get_one(tmp_path, monkeypatc
         classifier.feature_classifier("mnist")
 
 
-def test_lab_train_classifier_runs_and_refuses_bad_input(lab, tmp_path):
-    result = lab("train", "classifier", "--data", "digits", "--total-steps", "20", "--run-dir", tmp_path / "run")
+def test_lab_train_classifier_runs_resumes_exactly_and_refuses_bad_input(lab, tmp_path):
+    run = tmp_path / "run"
+    result = lab("train", "classifier", "--data", "digits", "--total-steps", "20", "--checkpoint-every", "10",
+                 "--keep-checkpoints", "--log-every", "1", "--eval-every", "10", "--run-dir", run)
     assert result.returncode == 0, result.stderr
-    assert "eval/accuracy" in (tmp_path / "run" / "metrics.jsonl").read_text()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/accuracy" in row for row in rows)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    shutil.copy(resumed / "checkpoints" / "step-10.pt", resumed / "checkpoints" / "last.pt")
+    assert lab("resume", resumed).returncode == 0
+    again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
+    losses = [[row["train/loss"] for row in table if row["step"] > 10 and "train/loss" in row] for table in (rows, again)]
+    assert len(losses[0]) == 10 and losses[0] == losses[1]   # the same batches and updates after the resume
     bad = lab("train", "classifier", "--data", "digts", "--run-dir", tmp_path / "bad")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "did you mean digits" in bad.stderr
+
+
+# ---------------------------------------------------------------------------- optional Inception-v3
+def test_inception_loads_a_local_weights_file_and_refuses_others(tmp_path):
+    from generative.metrics.inception import FIDInceptionV3, inception_features_and_probs, load_inception
+    torch.manual_seed(0)
+    weights = tmp_path / "pt_inception.pth"
+    reference = FIDInceptionV3().eval()
+    torch.save(reference.state_dict(), weights)
+    network = load_inception(weights)
+    assert all(torch.equal(a, b) for a, b in zip(network.state_dict().values(), reference.state_dict().values()))
+    features, probs = inception_features_and_probs(network, torch.rand(1, 1, 8, 8), "cpu")
+    assert features.shape == (1, 2048) and probs.shape == (1, 1008) and torch.isfinite(features).all()
+    assert probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(LabError, match="not the FID Inception"):
+        load_inception(tmp_path / "other.pth")
+    with pytest.raises(LabError, match="never downloaded"):
+        load_inception(tmp_path / "absent.pth")

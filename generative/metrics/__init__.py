@@ -11,6 +11,8 @@ upward at small counts: ``eval/fid_real`` gives the score of real images at that
 """
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
@@ -18,6 +20,7 @@ from generative.data import IMAGE_DATASETS, TOY_DATASETS, ImageSet, check_datase
     toy_distribution
 from generative.metrics.classifier import feature_classifier, features_and_probs
 from generative.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_of
+from generative.metrics.inception import inception_features_and_probs, load_inception
 from generative.metrics.inception_score import inception_score
 from generative.metrics.knn import memorization_ratio, nearest, precision_recall
 from generative.metrics.toy import high_quality_share, modes_captured, reference_points
@@ -46,7 +49,7 @@ def is_splits(n: int) -> int:
 
 @torch.no_grad()
 def score_images(samples: torch.Tensor, data: str, *, data_dir=None, labels: torch.Tensor | None = None,
-                 device="cpu") -> dict[str, float]:
+                 device="cpu", inception_weights=None) -> dict[str, float]:
     """Score samples (N, C, H, W) in [0, 1] of any size (brought to native size by ``to_native``)
     against the test split of ``data``.
 
@@ -58,6 +61,9 @@ def score_images(samples: torch.Tensor, data: str, *, data_dir=None, labels: tor
                         test images (about 1 or more: no copying; well below 1: copies)
     eval/label_accuracy share of samples the classifier puts in the requested class (``labels`` given)
     eval/n_samples      N
+    eval/fid_inception, eval/is_inception   only with the FID Inception-v3 weights file, given as
+                        ``inception_weights`` or $LAB_INCEPTION_WEIGHTS (the published protocol's
+                        features; slow without a GPU: one 299x299 Inception pass per image)
     """
     check_dataset(data, IMAGE_DATASETS)
     if samples.ndim != 4 or len(samples) < 2:
@@ -81,9 +87,26 @@ def score_images(samples: torch.Tensor, data: str, *, data_dir=None, labels: tor
         "eval/memorization": memorization_ratio(fake, train.images.to(device), test.images.to(device)),
         "eval/n_samples": float(n),
     }
+    inception_weights = inception_weights or os.environ.get("LAB_INCEPTION_WEIGHTS")
+    if inception_weights:
+        scores.update(_inception_scores(fake, test.images, inception_weights, device))
     if labels is not None:
         scores["eval/label_accuracy"] = (fake_probs.argmax(1).cpu() == labels.cpu()).float().mean().item()
     return scores
+
+
+_INCEPTION_REFERENCE: dict[tuple, torch.Tensor] = {}
+
+
+def _inception_scores(fake: torch.Tensor, test: torch.Tensor, weights, device) -> dict[str, float]:
+    """FID and IS with the standard Inception-v3 pool features / logits of native-size images."""
+    network = load_inception(weights, device)
+    key = (str(weights), id(test), str(device))
+    if key not in _INCEPTION_REFERENCE:
+        _INCEPTION_REFERENCE[key] = inception_features_and_probs(network, test, device)[0]
+    features, probs = inception_features_and_probs(network, fake, device)
+    return {"eval/fid_inception": frechet_distance_of(_INCEPTION_REFERENCE[key], features),
+            "eval/is_inception": inception_score(probs, is_splits(len(fake)))[0]}
 
 
 @torch.no_grad()
