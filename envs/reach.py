@@ -2,8 +2,8 @@
 
 A point at x in [-1, 1] must reach a target g in [-1, 1]. Observation (x, g); action a in [-1, 1]
 moves the point by 0.2 * a (clipped to the track). Reward -|x - g| per step; the episode terminates
-when |x - g| < 0.05 and is truncated after 50 steps (registration's max_episode_steps). A policy that
-heads straight for the target scores about -2 on average; standing still scores about -30.
+when |x - g| < 0.05 and is truncated after 50 steps (registration's max_episode_steps). Heading
+straight for the target scores about -1.5 on average; standing still about -35, random actions -32.
 """
 from __future__ import annotations
 
