@@ -293,8 +293,12 @@ class TabularEnv(gymnasium.Env):
         self._state, self._steps = mdp.start, 0
 
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        """Start in the model's start state, or in ``options["state"]`` when given."""
         super().reset(seed=seed)
-        self._state, self._steps = self.mdp.start, 0
+        state = int((options or {}).get("state", self.mdp.start))
+        if not 0 <= state < self.mdp.n_states:
+            raise LabError(f"reset state {state} is not one of the {self.mdp.n_states} states.")
+        self._state, self._steps = state, 0
         return self._state, {}
 
     def step(self, action):
@@ -303,8 +307,9 @@ class TabularEnv(gymnasium.Env):
             raise LabError(f"action {action} is not one of the {self.mdp.n_actions} actions.")
         row = self._rows[action]
         lo, hi = row.indptr[self._state], row.indptr[self._state + 1]
-        probs = row.data[lo:hi]
-        next_state = int(row.indices[lo + self.np_random.choice(hi - lo, p=probs / probs.sum())])
+        cumulative = np.cumsum(row.data[lo:hi])
+        pick = min(int(np.searchsorted(cumulative, self.np_random.random() * cumulative[-1], side="right")), hi - lo - 1)
+        next_state = int(row.indices[lo + pick])
         reward = float(self.mdp.R[self._state, action])
         self._state, self._steps = next_state, self._steps + 1
         terminated = bool(self.mdp.absorbing[next_state])

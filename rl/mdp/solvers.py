@@ -67,6 +67,14 @@ def _statistic(lo: float, hi: float, stop: Stop, gamma: float) -> float:
     return hi - lo if stop == "span" and gamma < 1 else max(abs(lo), abs(hi))
 
 
+def _span_estimate(V, lo: float, hi: float, stop: Stop, gamma: float):
+    """After a span stop, V_k + γ/(1-γ)·(min r + max r)/2: the middle of MacQueen's bounds on V*
+    (V* lies between V_k + γ/(1-γ)·min r and V_k + γ/(1-γ)·max r), so within ε/2 of V*."""
+    if stop != "span" or not 0 < gamma < 1 or not np.isfinite(lo + hi):
+        return V
+    return V + gamma / (1 - gamma) * (lo + hi) / 2
+
+
 def _prepare(mdp: TabularMDP, backend: str, device: Optional[str]):
     mdp.require_finite_values()
     return make_backend(mdp, backend, device)
@@ -83,21 +91,26 @@ def _finish(algo, be, V, iterations, residual, start, converged, **kwargs) -> So
 def value_iteration(mdp: TabularMDP, eps: float = 1e-6, stop: Stop = "span", gauss_seidel: bool = False,
                     backend: str = "auto", device: Optional[str] = None, max_sweeps: int = 1_000_000) -> Solution:
     """Repeat the Bellman optimality backup until the residual meets the ε-optimality bound.
-    Gauss–Seidel updates V in place (each state sees the values already updated in this sweep)."""
+    Gauss–Seidel updates V in place (each state sees the values already updated in this sweep); it always
+    stops on the sup-norm test, since the span bounds hold for the plain (Jacobi) backup only."""
+    stop = "sup" if gauss_seidel else stop
     threshold = stopping_threshold(eps, mdp.gamma, stop)
+    if gauss_seidel and backend == "auto":
+        backend = "moves" if mdp.moves is not None else "sparse"
     be = _prepare(mdp, backend, device)
     if gauss_seidel and be.name not in ("sparse", "moves"):
         raise LabError(f"Gauss-Seidel value iteration runs on the sparse and moves backends, not {be.name}.")
     start = time.perf_counter()
     V = be.zeros()
     out = V if gauss_seidel else be.zeros()
-    residual, sweeps = np.inf, 0
+    residual, sweeps, lo, hi = np.inf, 0, np.nan, np.nan
     while sweeps < max_sweeps and not residual < threshold:
         # Bellman optimality backup: V(s) <- max_a R(s,a) + γ Σ_s' T(s,a,s') V(s')  (fused per backend)
         lo, hi = be.optimality_backup(V, out)
         if not gauss_seidel:
             V, out = out, V
         residual, sweeps = _statistic(lo, hi, stop, mdp.gamma), sweeps + 1
+    V = _span_estimate(V, lo, hi, stop, mdp.gamma)
     return _finish("value-iteration" + ("-gs" if gauss_seidel else ""), be, V, sweeps, residual, start,
                    bool(residual < threshold))
 
@@ -111,12 +124,13 @@ def q_iteration(mdp: TabularMDP, eps: float = 1e-6, stop: Stop = "span", backend
     start = time.perf_counter()
     Q = be.zeros(mdp.n_states, mdp.n_actions)
     V, _ = be.greedy(Q)
-    residual, sweeps = np.inf, 0
+    residual, sweeps, lo, hi = np.inf, 0, np.nan, np.nan
     while sweeps < max_sweeps and not residual < threshold:
         Q = be.R + be.gamma * be.expect(V)   # Q iteration: Q(s,a) <- R(s,a) + γ Σ_s' T(s,a,s') max_a' Q(s',a')
         V_next, _ = be.greedy(Q)
         lo, hi = be.range(V_next - V)
         V, residual, sweeps = V_next, _statistic(lo, hi, stop, mdp.gamma), sweeps + 1
+    V = _span_estimate(V, lo, hi, stop, mdp.gamma)
     return _finish("q-iteration", be, V, sweeps, residual, start, bool(residual < threshold))
 
 
@@ -129,6 +143,7 @@ def policy_system(mdp: TabularMDP, policy: np.ndarray) -> tuple[sp.csr_matrix, n
         successors, probs = mdp.moves.successors, mdp.moves.probs[policy]
         P = sp.csr_matrix((probs.ravel(), (np.repeat(states, successors.shape[1]), successors.ravel())),
                           shape=(mdp.n_states,) * 2)
+        P.eliminate_zeros()   # moves this action never makes are no edges
     else:
         P = stacked_csr(mdp)[states * mdp.n_actions + policy]
     return P, mdp.R[states, policy]
@@ -138,6 +153,7 @@ def evaluate_exact(mdp: TabularMDP, policy: np.ndarray) -> np.ndarray:
     """V^π by one linear solve of (I - γ P_π) V = r_π over the non-absorbing states (V = 0 on absorbing ones,
     which keeps the system regular when γ = 1): dense LU for small S, sparse LU (SuperLU) above."""
     P, r = policy_system(mdp, policy)
+    require_proper(mdp, P)
     live = np.flatnonzero(~mdp.absorbing)
     A = sp.identity(len(live), format="csc") - mdp.gamma * P[live][:, live].tocsc()
     V = np.zeros(mdp.n_states)
@@ -150,10 +166,14 @@ def evaluate_exact(mdp: TabularMDP, policy: np.ndarray) -> np.ndarray:
                 V[live] = np.nan
         else:
             V[live] = spla.spsolve(A, r[live])
-    if not np.all(np.isfinite(V)):
+    return V
+
+
+def require_proper(mdp: TabularMDP, P: sp.csr_matrix) -> None:
+    """With γ = 1 a policy has a finite value only if it reaches an absorbing state from every state."""
+    if mdp.gamma == 1 and not np.all(np.isfinite(steps_to(P, mdp.absorbing))):
         raise LabError("this policy never reaches a terminal state from some state, so with gamma=1 its value is "
                        "undefined; use a gamma below 1.")
-    return V
 
 
 def evaluate_iterative(be, policy, V, threshold: float, max_sweeps: int) -> tuple:
@@ -173,6 +193,7 @@ def evaluate_policy(mdp: TabularMDP, policy, method: Literal["exact", "iterative
     """(V^π, Q^π) of a deterministic policy (S,) of action indices."""
     policy = _check_policy(mdp, policy)
     be = _prepare(mdp, backend, device)
+    require_proper(mdp, policy_system(mdp, policy)[0])
     if method == "exact":
         V = be.asarray(evaluate_exact(mdp, policy))
     elif method == "iterative":
@@ -205,7 +226,8 @@ def policy_iteration(mdp: TabularMDP, evaluation: Literal["exact", "iterative"] 
     """Evaluate the policy, improve it greedily, until it is stable (no state changes its action).
 
     evaluation='exact' solves the linear system; 'iterative' sweeps the Bellman expectation backup until
-    ‖ΔV‖∞ < ε(1-γ)/(2γ), or for ``eval_sweeps`` sweeps only (modified policy iteration). Improvement keeps the
+    ‖ΔV‖∞ < ε(1-γ)/(2γ), or for ``eval_sweeps`` sweeps only (modified policy iteration: once its policy is
+    stable, the evaluations run to convergence, so that the stop is a true fixed point). Improvement keeps the
     current action on ties, so the loop cannot cycle between equally good policies."""
     if evaluation not in ("exact", "iterative"):
         raise LabError(f"--evaluation must be exact or iterative, got {evaluation!r}.")
@@ -214,18 +236,20 @@ def policy_iteration(mdp: TabularMDP, evaluation: Literal["exact", "iterative"] 
     start = time.perf_counter()
     # γ = 1: start from a proper policy, so that every evaluation is finite
     policy = proper_policy(mdp) if mdp.gamma == 1 else np.argmax(mdp.R, axis=1)
-    V, improvements, evaluation_sweeps, stable = be.zeros(), 0, 0, False
+    V, improvements, evaluation_sweeps, stable, partial = be.zeros(), 0, 0, False, eval_sweeps is not None
     while not stable and improvements < max_iterations:
         if evaluation == "exact":
             V = be.asarray(evaluate_exact(mdp, policy))
         else:
-            V, sweeps, _ = evaluate_iterative(be, policy, V, threshold, eval_sweeps or 1_000_000)
+            V, sweeps, _ = evaluate_iterative(be, policy, V, threshold, eval_sweeps if partial else 1_000_000)
             evaluation_sweeps += sweeps
         Q = be.R + be.gamma * be.expect(V)   # greedy improvement: π'(s) = argmax_a R(s,a) + γ Σ_s' T V^π(s')
         best, greedy = (be.to_numpy(x) for x in be.greedy(Q))
         keep = be.to_numpy(be.take(Q, policy)) >= best - 1e-12 * (1 + np.abs(best))   # ties keep the action
         new_policy = np.where(keep, policy, greedy)
         stable, policy, improvements = np.array_equal(new_policy, policy), new_policy, improvements + 1
+        if stable and evaluation == "iterative" and partial:
+            stable, partial = False, False   # confirm with a converged evaluation
     solution = _finish("policy-iteration", be, V, improvements, 0.0, start, stable,
                        evaluation_sweeps=evaluation_sweeps)
     solution.policy = policy   # the stable policy itself (greedy up to ties)
