@@ -1,0 +1,349 @@
+"""DDPM (Ho et al., 2020): learn to undo a fixed Gaussian noising process, then sample by undoing it.
+
+One ``train_step`` is one optimizer step of the simple loss (Ho et al., eq. 14), the reweighted
+variational bound whose terms reduce to matching the posterior mean q(x_{t-1} | x_t, x_0):
+
+    x_0 ~ data,  t ~ U{0, ..., T-1},  ε ~ N(0, I)
+    x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε                       (forward process, closed form)
+    L = || f_θ(x_t, t, y) - target ||²   with target ε (default), v or x_0
+    θ_ema <- decay · θ_ema + (1 - decay) · θ                     (the weights used for sampling)
+
+Sampling runs the learned reverse process p_θ(x_{t-1} | x_t) from x_T ~ N(0, I): ancestral DDPM or
+DDIM, with classifier-free guidance for class-conditional models (labels dropped to a "no label"
+token with probability ``label_dropout`` during training). The schedule (``schedule.py``), the
+samplers (``sampler.py``) and the networks (``unet.py``, ``mlp.py``) are separate modules.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from lab import Arrays, Image
+from lab.config import in_range, non_negative, one_of, positive, require
+from lab.errors import LabError
+from lab.media import image_grid
+from lab.runtime import Runtime
+from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, load_images,
+                             toy_distribution)
+from generative.diffusion.mlp import MLPDenoiser
+from generative.diffusion.sampler import SAMPLERS, VARIANCES, ddim_sample, ddpm_sample, guided
+from generative.diffusion.schedule import PREDICTIONS, SCHEDULES, NoiseSchedule
+from generative.diffusion.unet import UNet
+from generative.plots import samples_grid, toy_scatter
+
+
+@dataclass(frozen=True)
+class Config:
+    """DDPM: a denoiser trained on the simple noise-regression loss, sampled with DDPM or DDIM."""
+
+    data: str = "digits"
+    """Data set: digits / mnist / fashion-mnist / cifar10 images, or the 2-D toys ring8, grid25, moons, swissroll."""
+    data_dir: Optional[Path] = None
+    """Folder holding MNIST / Fashion-MNIST / CIFAR-10 files (default $LAB_DATA_DIR, else ./data)."""
+    image_size: Optional[int] = None
+    """Train on images this many pixels a side (default: 16 for digits, the native size otherwise)."""
+    conditional: bool = False
+    """Condition on the class label (image data); enables --label and --guidance at sampling time."""
+    label_dropout: float = 0.1
+    """Probability of replacing the label by the "no label" token while training (classifier-free
+    guidance, Ho & Salimans 2021)."""
+    schedule: str = "linear"
+    """Noise schedule: linear (β from 1e-4 to 0.02, Ho et al. 2020) or cosine (Nichol & Dhariwal 2021)."""
+    diffusion_steps: int = 1000
+    """Number T of noising steps of the forward process."""
+    prediction: str = "eps"
+    """What the network predicts: eps (the noise, Ho et al.), v (Salimans & Ho 2022) or x0."""
+    width: int = 16
+    """U-Net base channels (a multiple of 8: GroupNorm uses 8 groups)."""
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    """U-Net channel multiplier of each resolution level; the image halves between levels."""
+    res_blocks: int = 1
+    """Residual blocks per U-Net level on the way down (one more on the way up)."""
+    attention_resolutions: tuple[int, ...] = ()
+    """Resolutions (pixels a side) whose blocks add self-attention; the middle block always has it."""
+    dropout: float = 0.0
+    """Dropout inside the residual blocks (Ho et al. use 0.1 on CIFAR-10 at full size)."""
+    mlp_width: int = 256
+    """Hidden units of the 2-D toy denoiser."""
+    mlp_depth: int = 3
+    """Residual layers of the 2-D toy denoiser."""
+    batch_size: int = 128
+    """Training examples per optimizer step."""
+    lr: float = 1e-3
+    """Adam learning rate: linear warm-up from 0, then cosine decay to 0 at --total-steps."""
+    warmup_steps: int = 100
+    """Steps of linear learning-rate warm-up."""
+    max_grad_norm: float = 1.0
+    """Clip the gradient norm to this (0 turns clipping off)."""
+    ema_decay: float = 0.995
+    """Decay of the exponential moving average of the weights used for sampling."""
+    total_steps: int = 2000
+    """Optimizer steps to train for (one step = one minibatch)."""
+    eval_samples: int = 256
+    """Samples drawn (DDIM, 50 steps) at each evaluation during training."""
+
+    def __post_init__(self):
+        check_dataset(self.data, DATASETS)
+        one_of(self, "schedule", SCHEDULES)
+        one_of(self, "prediction", PREDICTIONS)
+        positive(self, "diffusion_steps", "width", "res_blocks", "mlp_width", "mlp_depth", "batch_size", "lr",
+                 "total_steps", "eval_samples")
+        non_negative(self, "warmup_steps", "max_grad_norm")
+        in_range(self, "label_dropout", 0.0, 1.0)
+        in_range(self, "dropout", 0.0, 0.9)
+        in_range(self, "ema_decay", 0.0, 1.0)
+        require(len(self.channel_mults) > 0 and all(m > 0 for m in self.channel_mults),
+                f"--channel-mults must be one or more positive integers, got {self.channel_mults}.")
+        require(all(self.width * m % 8 == 0 for m in self.channel_mults),
+                f"--width times every --channel-mults entry must be a multiple of 8, got {self.width} x {self.channel_mults}.")
+        is_toy = self.data in TOY_DATASETS
+        require(not (self.conditional and is_toy), f"--conditional needs labelled image data; {self.data} has no labels.")
+        if not is_toy:
+            size = self.resolution
+            levels = 2 ** (len(self.channel_mults) - 1)
+            require(4 <= size <= 64 and size % levels == 0,
+                    f"--image-size must be in [4, 64] and divisible by {levels} "
+                    f"(one halving per extra --channel-mults level), got {size}.")
+
+    @property
+    def resolution(self) -> int:
+        """The training image size in pixels a side."""
+        if self.image_size is not None:
+            return self.image_size
+        return 16 if self.data == "digits" else NATIVE_SHAPE[self.data][-1]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How `lab eval` samples and scores a DDPM run."""
+
+    n: int = 1000
+    """Samples to draw and score."""
+    sampler: str = "ddim"
+    """ddpm (ancestral) or ddim."""
+    steps: int = 50
+    """Sampling steps (0: all T)."""
+    eta: float = 0.0
+    """DDIM noise scale η (0: deterministic)."""
+    guidance: float = 1.0
+    """Classifier-free guidance scale w of a conditional model (1: plain conditional, 0: unconditional)."""
+    seed: int = 0
+    """Seed of x_T and of the sampling noise."""
+
+    def __post_init__(self):
+        positive(self, "n")
+        non_negative(self, "steps", "eta", "guidance", "seed")
+        one_of(self, "sampler", SAMPLERS)
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """What `lab sample` draws from a DDPM run."""
+
+    n: int = 64
+    """Number of samples."""
+    sampler: str = "ddpm"
+    """ddpm (ancestral) or ddim."""
+    steps: int = 0
+    """Sampling steps (0: all T for ddpm, 50 for ddim)."""
+    eta: float = 0.0
+    """DDIM noise scale η (0: deterministic given x_T)."""
+    variance: str = "beta_tilde"
+    """Ancestral σ_t²: beta_tilde (the posterior variance β̃_t) or beta (β_t)."""
+    label: Optional[int] = None
+    """Class to draw (conditional models; default: the classes in turn)."""
+    guidance: float = 1.0
+    """Classifier-free guidance scale w (1: plain conditional, 0: unconditional, >1: sharper classes)."""
+    seed: int = 0
+    """Seed of x_T and of the sampling noise."""
+    frames: int = 10
+    """Frames in the strip of sample 0 going from x_T to x_0 (0: no strip)."""
+
+    def __post_init__(self):
+        positive(self, "n")
+        non_negative(self, "steps", "eta", "guidance", "seed", "frames")
+        one_of(self, "sampler", SAMPLERS)
+        one_of(self, "variance", VARIANCES)
+
+
+class Algorithm:
+    step_size = 1
+    best_metric = ("eval/fid", "min")
+
+    def __init__(self, config: Config, runtime: Runtime):
+        self.config, self.rt = config, runtime
+        device = runtime.device
+        self.is_toy = config.data in TOY_DATASETS
+        self.schedule = NoiseSchedule.create(config.schedule, config.diffusion_steps, device)
+        rows = runtime.shard(config.batch_size)
+        self.local_batch = rows.stop - rows.start
+        if self.is_toy:
+            self.best_metric = ("eval/high_quality", "max")
+            self.toy = toy_distribution(config.data)
+            self.shape, self.num_classes = (2,), 0
+            self.model = MLPDenoiser(2, config.mlp_width, config.mlp_depth)
+            self.toy_rng = torch.Generator().manual_seed(runtime.rank_seed + 1)
+        else:
+            data = load_images(config.data, "train", config.data_dir, config.resolution)
+            self.shape, self.num_classes = tuple(data.images.shape[1:]), data.num_classes
+            self.model = UNet(self.shape[0], config.width, config.channel_mults, config.res_blocks,
+                              config.attention_resolutions, config.resolution, config.dropout,
+                              self.num_classes if config.conditional else 0)
+            require(self.local_batch <= len(data.images),
+                    f"--batch-size {config.batch_size} exceeds the {len(data.images)} training images of {config.data}.")
+            self.batches = BatchIterator(data.images * 2 - 1, data.labels, batch_size=self.local_batch,
+                                         seed=runtime.rank_seed + 1, device=device)
+        self.model.to(device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.train_model = runtime.wrap(self.model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.noise_rng = torch.Generator(device=device).manual_seed(runtime.rank_seed + 2)
+
+    # ------------------------------------------------------------------ training
+    def _lr_factor(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to 0 at total_steps."""
+        warmup, total = self.config.warmup_steps, self.config.total_steps
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.is_toy:
+            return self.toy.sample(self.local_batch, self.toy_rng).to(self.rt.device), None
+        images, labels = next(self.batches)
+        return images, (labels if self.config.conditional else None)
+
+    def train_step(self, step: int) -> dict:
+        cfg, schedule = self.config, self.schedule
+        x0, labels = self._batch()
+        b, device = x0.shape[0], x0.device
+        t = torch.randint(0, schedule.num_steps, (b,), generator=self.noise_rng, device=device)   # t ~ U{0..T-1}
+        noise = torch.randn(x0.shape, generator=self.noise_rng, device=device)                 # ε ~ N(0, I)
+        x_t = schedule.add_noise(x0, t, noise)              # forward process: x_t = sqrt(ᾱ_t) x_0 + sqrt(1-ᾱ_t) ε
+        if labels is not None:
+            drop = torch.rand(b, generator=self.noise_rng, device=device) < cfg.label_dropout
+            labels = torch.where(drop, self.num_classes, labels)                # "no label" for guidance
+        self.train_model.train()
+        with self.rt.autocast():
+            output = self.train_model(x_t, t, labels)
+        loss = F.mse_loss(output.float(), schedule.target(cfg.prediction, x0, t, noise))   # simple loss L_simple
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * self._lr_factor(step)
+        grad_norm = self.rt.optimize(loss, self.optimizer, cfg.max_grad_norm)
+        self._update_ema()
+        metrics = {"train/loss": loss.detach()}
+        if grad_norm is not None:
+            metrics["train/grad_norm"] = grad_norm
+        return metrics
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = self.config.ema_decay
+        for ema, param in zip(self.ema.parameters(), self.model.parameters()):
+            ema.lerp_(param, 1.0 - decay)                    # θ_ema <- decay θ_ema + (1 - decay) θ
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def generate(self, n: int, *, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
+                 variance: str = "beta_tilde", labels: torch.Tensor | None = None, guidance: float = 1.0,
+                 seed: int = 0, frames: int = 0, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """n samples from the EMA model (images in [0, 1], toys as points), in batches of ``batch``;
+        returns (samples, frames of sample 0 from x_T to x_0 mapped like the samples, or None)."""
+        T = self.schedule.num_steps
+        require(steps <= T, f"--steps must be at most the run's {T} diffusion steps, got {steps}.")
+        steps = steps or (T if sampler == "ddpm" else min(50, T))
+        device = self.rt.device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        clip = None if self.is_toy else 1.0
+        outputs, strip = [], None
+        for start in range(0, n, batch):
+            size = min(batch, n - start)
+            x_T = torch.randn((size, *self.shape), generator=generator, device=device)
+            chunk = None if labels is None else labels[start:start + size].to(device)
+            denoiser = guided(self.ema, chunk, guidance, self.num_classes)
+            common = dict(prediction=self.config.prediction, clip=clip, generator=generator,
+                          frames=frames if start == 0 else 0)
+            if sampler == "ddpm":
+                x, trajectory = ddpm_sample(denoiser, self.schedule, x_T, steps=steps, variance=variance, **common)
+            else:
+                x, trajectory = ddim_sample(denoiser, self.schedule, x_T, steps=steps, eta=eta, **common)
+            outputs.append(x)
+            strip = trajectory if start == 0 else strip
+        samples = torch.cat(outputs)
+        if self.is_toy:
+            return samples, strip
+        to_unit = lambda x: ((x + 1) / 2).clamp(0, 1)         # [-1, 1] -> [0, 1]
+        return to_unit(samples), (None if strip is None else to_unit(strip))
+
+    def _labels(self, n: int, label: int | None, guidance: float) -> torch.Tensor | None:
+        """The class of each sample: the one asked for, else the classes in turn (conditional models)."""
+        if not self.config.conditional:
+            require(label is None, "--label needs a model trained with --conditional.")
+            require(guidance == 1.0, "--guidance needs a model trained with --conditional.")
+            return None
+        if label is not None:
+            require(0 <= label < self.num_classes, f"--label must be in [0, {self.num_classes - 1}], got {label}.")
+            return torch.full((n,), label, dtype=torch.long)
+        return torch.arange(n) % self.num_classes
+
+    # ------------------------------------------------------------------ evaluation and `lab sample`
+    def evaluate(self, options: EvalOptions | None = None) -> dict:
+        options = options or EvalOptions(n=self.config.eval_samples)
+        from generative.metrics import score_images, score_toy   # the scoring classifier loads only when evaluating
+        labels = self._labels(options.n, None, options.guidance)
+        samples, _ = self.generate(options.n, sampler=options.sampler, steps=options.steps, eta=options.eta,
+                                   labels=labels, guidance=options.guidance, seed=options.seed)
+        if self.is_toy:
+            results = score_toy(samples.cpu(), self.config.data)
+            results["plots/samples"] = toy_scatter(samples.cpu(), self.toy, f"DDPM on {self.config.data}")
+            return results
+        results = score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
+                               device=self.rt.device)
+        results["samples/grid"] = samples_grid(samples[:64])
+        return results
+
+    def sample(self, options: SampleOptions | None = None) -> dict:
+        options = options or SampleOptions()
+        labels = self._labels(options.n, options.label, options.guidance)
+        samples, strip = self.generate(options.n, sampler=options.sampler, steps=options.steps, eta=options.eta,
+                                       variance=options.variance, labels=labels, guidance=options.guidance,
+                                       seed=options.seed, frames=options.frames)
+        name = f"{options.sampler}{options.steps or ''}"
+        arrays = {"samples": samples.cpu()}
+        if labels is not None:
+            arrays["labels"] = labels
+        media = {f"samples/{name}": Arrays(arrays)}
+        if self.is_toy:
+            media[f"samples/{name}-scatter"] = toy_scatter(samples.cpu(), self.toy, f"DDPM {name}")
+            return media
+        media[f"samples/{name}-grid"] = samples_grid(samples, nrow=int(len(samples) ** 0.5) or None)
+        if strip is not None:
+            media[f"samples/{name}-denoising"] = Image(image_grid(strip.cpu(), nrow=len(strip)))
+        return media
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
+                 "noise_rng": self.noise_rng.get_state()}
+        if self.is_toy:
+            state["toy_rng"] = self.toy_rng.get_state()
+        else:
+            state["batches"] = self.batches.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.noise_rng.set_state(state["noise_rng"])
+        if self.is_toy:
+            self.toy_rng.set_state(state["toy_rng"])
+        else:
+            self.batches.load_state_dict(state["batches"])
