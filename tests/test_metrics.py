@@ -162,7 +162,7 @@ def test_other_sets_without_a_classifier_say_how_to_get_one(tmp_path, monkeypatc
         classifier.feature_classifier("mnist")
 
 
-def test_lab_train_classifier_runs_resumes_exactly_and_refuses_bad_input(lab, tmp_path):
+def test_lab_train_classifier_runs_resumes_exactly_installs_and_refuses_bad_input(lab, tmp_path, monkeypatch):
     run = tmp_path / "run"
     result = lab("train", "classifier", "--data", "digits", "--total-steps", "20", "--checkpoint-every", "10",
                  "--keep-checkpoints", "--log-every", "1", "--eval-every", "10", "--run-dir", run)
@@ -176,6 +176,12 @@ def test_lab_train_classifier_runs_resumes_exactly_and_refuses_bad_input(lab, tm
     again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
     losses = [[row["train/loss"] for row in table if row["step"] > 10 and "train/loss" in row] for table in (rows, again)]
     assert len(losses[0]) == 10 and losses[0] == losses[1]   # the same batches and updates after the resume
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))   # install the run as the scoring network
+    assert classifier.main(["install", str(run)]) == 0
+    installed = torch.load(classifier.cache_path("digits"), weights_only=True)
+    assert installed["version"] == classifier.VERSION and 0 < installed["test_accuracy"] <= 1
+    assert classifier.feature_classifier("digits").head.weight.shape == (10, 128)
+    classifier._LOADED.clear()
     bad = lab("train", "classifier", "--data", "digts", "--run-dir", tmp_path / "bad")
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "did you mean digits" in bad.stderr
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from generative.data import IMAGE_DATASETS, NATIVE_SHAPE, BatchIterator, check_dataset, load_images
 from lab.config import positive, require, to_dict
 from lab.errors import LabError
-from lab.runtime import Runtime
+from lab.runtime import RunOptions, Runtime, rng_state, set_rng_state
 
 VERSION = "v1"
 """Bump when the network or its training changes: cached classifiers of another version are not used,
@@ -182,14 +182,25 @@ def feature_classifier(data: str, data_dir=None, device="cpu") -> ConvClassifier
     return network
 
 
+class _LocalRuntime(Runtime):
+    """A one-process CPU runtime for training inside another run: it ignores torchrun's variables (no
+    DDP inside rank 0's evaluation) and leaves global flags and random generators alone."""
+
+    def __init__(self, seed: int):
+        self.options = RunOptions(seed=seed, device="cpu")
+        self.world_size, self.rank, self.local_rank = 1, 0, 0
+        self.device, self.amp_dtype = torch.device("cpu"), None
+        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        self.seed = self.rank_seed = seed
+
+
 def train_default(data: str) -> dict:
     """Train the default classifier of ``data`` deterministically (seed 0, on the CPU) without
     disturbing the caller's random streams; returns what the cache holds."""
-    from lab.runtime import RunOptions, rng_state, set_rng_state
     state = rng_state()
     try:
-        runtime = Runtime(RunOptions(seed=0, device="cpu"))
-        algorithm = Algorithm(Config(data=data), runtime)
+        torch.manual_seed(0)   # the network's initial weights
+        algorithm = Algorithm(Config(data=data), _LocalRuntime(seed=0))
         with torch.enable_grad():
             for step in range(algorithm.config.total_steps):
                 algorithm.train_step(step)
