@@ -201,11 +201,13 @@ class Algorithm:
         if self.config.latent_dim == 2:
             results["plots/latent_map"] = self._latent_map()
         if final:
-            from generative.metrics import score_images
-            samples = torch.cat([self.model.sample(min(1000, n), generator).cpu()
+            from generative.metrics import memorization_grid, score_images
+            samples = torch.cat([self.model.sample(min(1000, n), generator)
                                  for n in range(options.n_samples, 0, -1000)])
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir,
                                         device=self.rt.device))
+            results["plots/memorization"] = memorization_grid(samples, self.config.data,
+                                                              data_dir=self.config.data_dir)
         self.model.train()
         return results
 
