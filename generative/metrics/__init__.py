@@ -16,7 +16,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from generative.data import IMAGE_DATASETS, TOY_DATASETS, ImageSet, check_dataset, load_images, to_native, \
+from generative.data import IMAGE_DATASETS, TOY_DATASETS, check_dataset, load_images, to_native, \
     toy_distribution
 from generative.metrics.classifier import feature_classifier, features_and_probs
 from generative.metrics.frechet import feature_statistics, frechet_distance, frechet_distance_of
@@ -31,15 +31,20 @@ __all__ = ["score_images", "score_toy", "memorization_grid", "frechet_distance",
            "feature_statistics", "inception_score", "precision_recall", "memorization_ratio", "modes_captured",
            "high_quality_share"]
 
-_REFERENCE: dict[tuple, ImageSet] = {}
+_CACHE: dict[tuple, torch.Tensor] = {}
 
 
-def reference_images(data: str, split: str, data_dir=None) -> ImageSet:
-    """A real split at native size, loaded once per process."""
-    key = (data, split, str(data_dir))
-    if key not in _REFERENCE:
-        _REFERENCE[key] = load_images(data, split, data_dir)
-    return _REFERENCE[key]
+def _cached(key: tuple, compute) -> torch.Tensor:
+    """Per-process memo of real images and their features (computed once, reused by every evaluation)."""
+    if key not in _CACHE:
+        _CACHE[key] = compute()
+    return _CACHE[key]
+
+
+def reference_images(data: str, split: str, data_dir=None, device="cpu") -> torch.Tensor:
+    """A real split's images at native size, on ``device``, loaded once per process."""
+    return _cached(("images", data, split, str(data_dir), str(device)),
+                   lambda: load_images(data, split, data_dir).images.to(device))
 
 
 def is_splits(n: int) -> int:
@@ -70,12 +75,13 @@ def score_images(samples: torch.Tensor, data: str, *, data_dir=None, labels: tor
         raise LabError(f"score_images takes (N, C, H, W) images with N >= 2; got shape {tuple(samples.shape)}.")
     n = len(samples)
     fake = to_native(samples.detach().float().to(device), data).clamp(0.0, 1.0)
-    test = reference_images(data, "test", data_dir)
-    train = reference_images(data, "train", data_dir)
+    test = reference_images(data, "test", data_dir, device)
+    train = reference_images(data, "train", data_dir, device)
     network = feature_classifier(data, data_dir, device)
     fake_features, fake_probs = features_and_probs(network, fake, device)
-    test_features, _ = features_and_probs(network, test.images, device)
-    train_features, _ = features_and_probs(network, train.images[:n], device)
+    test_features = _cached(("features", data, str(data_dir), str(device), network),   # keyed by the network itself
+                            lambda: features_and_probs(network, test, device)[0])
+    train_features, _ = features_and_probs(network, train[:n], device)
     m = min(n, len(test_features))
     precision, recall = precision_recall(test_features[:m], fake_features[:m], k=3)
     scores = {
@@ -84,28 +90,24 @@ def score_images(samples: torch.Tensor, data: str, *, data_dir=None, labels: tor
         "eval/is": inception_score(fake_probs, is_splits(n))[0],
         "eval/precision": precision,
         "eval/recall": recall,
-        "eval/memorization": memorization_ratio(fake, train.images.to(device), test.images.to(device)),
+        "eval/memorization": memorization_ratio(fake, train, test),
         "eval/n_samples": float(n),
     }
     inception_weights = inception_weights or os.environ.get("LAB_INCEPTION_WEIGHTS")
     if inception_weights:
-        scores.update(_inception_scores(fake, test.images, inception_weights, device))
+        scores.update(_inception_scores(fake, test, (data, str(data_dir)), inception_weights, device))
     if labels is not None:
         scores["eval/label_accuracy"] = (fake_probs.argmax(1).cpu() == labels.cpu()).float().mean().item()
     return scores
 
 
-_INCEPTION_REFERENCE: dict[tuple, torch.Tensor] = {}
-
-
-def _inception_scores(fake: torch.Tensor, test: torch.Tensor, weights, device) -> dict[str, float]:
+def _inception_scores(fake: torch.Tensor, test: torch.Tensor, test_key: tuple, weights, device) -> dict[str, float]:
     """FID and IS with the standard Inception-v3 pool features / logits of native-size images."""
     network = load_inception(weights, device)
-    key = (str(weights), id(test), str(device))
-    if key not in _INCEPTION_REFERENCE:
-        _INCEPTION_REFERENCE[key] = inception_features_and_probs(network, test, device)[0]
+    test_features = _cached(("inception", *test_key, str(weights), str(device)),
+                            lambda: inception_features_and_probs(network, test, device)[0])
     features, probs = inception_features_and_probs(network, fake, device)
-    return {"eval/fid_inception": frechet_distance_of(_INCEPTION_REFERENCE[key], features),
+    return {"eval/fid_inception": frechet_distance_of(test_features, features),
             "eval/is_inception": inception_score(probs, is_splits(len(fake)))[0]}
 
 
@@ -129,7 +131,7 @@ def memorization_grid(samples: torch.Tensor, data: str, *, data_dir=None, n: int
     """The first n samples, each beside its nearest training image (pixel distance), 4 pairs a row."""
     check_dataset(data, IMAGE_DATASETS)
     fake = to_native(samples[:n].detach().float().cpu(), data).clamp(0.0, 1.0)
-    train = reference_images(data, "train", data_dir).images
+    train = reference_images(data, "train", data_dir)
     neighbours = train[nearest(fake, train)[1]]
     pairs = torch.stack([fake, neighbours], 1).flatten(0, 1)
     if pairs.shape[-1] < 32:   # small images (digits) are enlarged so the grid can be read

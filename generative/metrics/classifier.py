@@ -235,6 +235,8 @@ def install(run_dir: Path, which: str = "best") -> Path:
     accuracy = (predict_logits(network, test.images, "cpu").argmax(1) == test.labels).float().mean().item()
     _save(cache_path(config.data), _entry(network, config, accuracy))
     _LOADED.clear()
+    import generative.metrics   # its memo of features from the previous network is stale now
+    generative.metrics._CACHE.clear()
     return cache_path(config.data)
 
 
