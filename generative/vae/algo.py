@@ -106,6 +106,9 @@ class EvalOptions:
     """Generated images scored by the data set's classifier (FID, IS, precision, recall)."""
     seed: int = 0
     """Seed of the evaluation's latent samples."""
+    scores: bool = True
+    """Score samples with the data set's classifier (digits: trained on first use; other data sets need
+    one installed, see generative/metrics/classifier.py)."""
 
     def __post_init__(self):
         positive(self, "k", "batch_size", "n_samples")
@@ -200,7 +203,7 @@ class Algorithm:
         }
         if self.config.latent_dim == 2:
             results["plots/latent_map"] = self._latent_map()
-        if final:
+        if final and options.scores:
             from generative.metrics import memorization_grid, score_images
             samples = torch.cat([self.model.sample(min(1000, n), generator)
                                  for n in range(options.n_samples, 0, -1000)])
