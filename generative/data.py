@@ -378,7 +378,8 @@ def describe() -> list[tuple[str, str, str]]:
         else:
             what = "the python batches" if name == "cifar10" else "the 4 IDX files"
             where = default_data_dir() / (CIFAR_FOLDER if name == "cifar10" else name)
-            status = f"not here: place {what} in {where}/ or pass --data-dir (python -m generative.data download {name})"
+            status = (f"not here: place {what} in {where}/ or pass --data-dir "
+                      f"(python -m generative.data download {name})")
         rows.append((name, shape, status))
     for name in TOY_DATASETS:
         toy = toy_distribution(name)

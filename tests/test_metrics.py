@@ -174,7 +174,8 @@ def test_lab_train_classifier_runs_resumes_exactly_installs_and_refuses_bad_inpu
     shutil.copy(resumed / "checkpoints" / "step-10.pt", resumed / "checkpoints" / "last.pt")
     assert lab("resume", resumed).returncode == 0
     again = [json.loads(line) for line in (resumed / "metrics.jsonl").read_text().splitlines()]
-    losses = [[row["train/loss"] for row in table if row["step"] > 10 and "train/loss" in row] for table in (rows, again)]
+    losses = [[row["train/loss"] for row in table if row["step"] > 10 and "train/loss" in row]
+              for table in (rows, again)]
     assert len(losses[0]) == 10 and losses[0] == losses[1]   # the same batches and updates after the resume
     monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))   # install the run as the scoring network
     assert classifier.main(["install", str(run)]) == 0

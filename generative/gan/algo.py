@@ -14,7 +14,6 @@ are in ``nets.py``. Data, scores and plots come from ``generative.data`` / ``met
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -23,11 +22,11 @@ import torch
 
 from lab import Arrays, Image, Video
 from lab.config import in_range, non_negative, one_of, positive, require
-from lab.errors import LabError
 from lab.runtime import Runtime
-from generative.data import (DATASETS, IMAGE_DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset,
-                             load_images, toy_distribution)
+from generative.data import (DATASETS, IMAGE_DATASETS, TOY_DATASETS, BatchIterator, check_dataset, load_images,
+                             toy_distribution)
 from generative.gan.losses import LOSSES, gradient_penalty
+from generative.metrics import score_images, score_toy
 from generative.gan.nets import DCGANGenerator, MLPGenerator, dcgan_discriminator, mlp_discriminator
 from generative.plots import samples_grid, toy_scatter
 
@@ -64,7 +63,7 @@ class Config:
     """Spectrally normalise every discriminator layer (largest singular value 1)."""
     latent_dim: int = 64
     """Dimension of the generator's Gaussian input z."""
-    hidden: int = 256
+    hidden: int = 128
     """Units per hidden layer of the 2-D toy MLPs."""
     depth: int = 3
     """Hidden layers of the 2-D toy MLPs."""
@@ -178,7 +177,7 @@ class Algorithm:
             self.real_rng = torch.Generator().manual_seed(runtime.rank_seed + 1)
             generator = MLPGenerator(config.latent_dim, config.hidden, config.depth)
             discriminator = mlp_discriminator(config.hidden, config.depth, use_spectral_norm=config.spectral_norm)
-            self.best_metric = ("eval/high_quality_modes", "max")
+            self.best_metric = None   # modes and quality pull apart; the last model is the one scored
         else:
             images = load_images(config.data, "train", config.data_dir, config.image_size)
             self.num_classes = images.num_classes if config.conditional else 0
@@ -300,7 +299,6 @@ class Algorithm:
         samples = self.generate(z, labels)
         if self.toy:
             return self._evaluate_toy(samples, during_training=options is None)
-        from generative.metrics import score_images
         scores = score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
                               device=self.rt.device)
         shown = samples[:100] if self.num_classes else samples[:64]
@@ -308,7 +306,6 @@ class Algorithm:
                 "samples/interpolation": self._interpolation_strip(rng, None, None)}
 
     def _evaluate_toy(self, samples: torch.Tensor, during_training: bool) -> dict:
-        from generative.metrics import score_toy
         scores = score_toy(samples, self.config.data)
         results = {**scores, "plots/scatter": toy_scatter(samples, self.distribution, f"step {self.step}")}
         if during_training:

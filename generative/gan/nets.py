@@ -70,14 +70,15 @@ def _norm(use_spectral_norm: bool):
 
 # ---------------------------------------------------------------- 2-D toys
 class MLPGenerator(nn.Module):
-    """z (+ one-hot label) -> ``depth`` ReLU layers of ``hidden`` units -> a point of R^dim."""
+    """z (+ one-hot label) -> ``depth`` layers of ``hidden`` units with batch norm and ReLU (the DCGAN
+    generator guideline, as in the PacGAN / VEEGAN toy generators) -> a point of R^dim."""
 
     def __init__(self, latent_dim: int, hidden: int, depth: int, dim: int = 2, num_classes: int = 0):
         super().__init__()
         self.latent_dim, self.num_classes = latent_dim, num_classes
         layers, width = [], latent_dim + num_classes
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU()]
             width = hidden
         self.net = nn.Sequential(*layers, nn.Linear(width, dim))
 

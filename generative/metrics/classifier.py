@@ -58,7 +58,8 @@ class Config:
 
 class ConvClassifier(nn.Module):
     """Three conv blocks (3x3 conv, batch norm, ReLU; width, 2 width, 4 width channels), 2x2 max-pooling
-    after the first two, then global average pooling: the pooled vector is the feature, a linear layer gives the class logits."""
+    after the first two, then global average pooling: the pooled vector is the feature, a linear layer
+    gives the class logits."""
 
     def __init__(self, channels: int, num_classes: int, width: int = 32):
         super().__init__()
@@ -91,8 +92,9 @@ class Algorithm:
         self.network = ConvClassifier(train.images.shape[1], train.num_classes, config.width).to(runtime.device)
         self.train_network = runtime.wrap(self.network)
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(   # cosine decay of the learning rate to 0
-            self.optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, config.total_steps) / config.total_steps)))
+        def cosine(step: int) -> float:   # the learning rate decays to 0 along half a cosine
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, config.total_steps) / config.total_steps))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.optimizer, cosine)
         self.batches = BatchIterator(train.images, train.labels, batch_size=config.batch_size,
                                      seed=runtime.rank_seed, device=runtime.device)
 
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     """python -m generative.metrics.classifier install RUN_DIR"""
     import argparse
     parser = argparse.ArgumentParser(prog="python -m generative.metrics.classifier",
-                                     description="Install a trained classifier run as the feature extractor of its data set.")
+                                     description="Install a classifier run as the feature extractor of its data set.")
     parser.add_argument("command", choices=["install"])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--checkpoint", default="best")

@@ -18,7 +18,9 @@ from lab.errors import LabError
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     """Mean (F,) and unbiased covariance (F, F) of features (N, F), in float64."""
-    x = features.detach().cpu().double().numpy() if isinstance(features, torch.Tensor) else np.asarray(features, np.float64)
+    if isinstance(features, torch.Tensor):
+        features = features.detach().cpu().double().numpy()
+    x = np.asarray(features, np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise LabError(f"the Fréchet distance needs at least 2 feature vectors (N, F); got shape {x.shape}.")
     return x.mean(0), np.cov(x, rowvar=False)
@@ -29,8 +31,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     """Squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
     When sigma1 sigma2 is singular (fewer samples than feature dimensions, or a collapsed model) scipy
-    warns or returns non-finite values; eps * I is then added to both covariances (as pytorch-fid does). A negligible imaginary part (round-off) is
-    discarded; a large one means the square root failed and raises.
+    warns or returns non-finite values; eps * I is then added to both covariances (as pytorch-fid does).
+    A negligible imaginary part (round-off) is discarded; a large one means the square root failed and raises.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
