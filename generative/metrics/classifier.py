@@ -43,12 +43,12 @@ class Config:
     batch_size: int = 64
     """Minibatch size."""
     lr: float = 2e-3
-    """Adam learning rate (decayed to 0 along a cosine)."""
+    """AdamW learning rate (decayed to 0 along a cosine)."""
     weight_decay: float = 5e-4
     """Decoupled weight decay (AdamW)."""
     total_steps: int = 200
     """Optimizer steps (one minibatch each): 200 is about 9 epochs of digits (seconds on a CPU, 99.4 % test
-    accuracy); MNIST / Fashion-MNIST / CIFAR-10 need about 5,000."""
+    accuracy); MNIST / Fashion-MNIST / CIFAR-10 need about 5000."""
 
     def __post_init__(self):
         check_dataset(self.data, IMAGE_DATASETS)
