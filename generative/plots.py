@@ -38,6 +38,8 @@ def toy_scatter(samples: torch.Tensor, toy, title: str = "") -> Image:
     axis.set_ylim(low[1], high[1])
     axis.set_aspect("equal")
     axis.set_title(title or toy.name, fontsize=9)
-    axis.legend(loc="upper right", fontsize=6, markerscale=3)
+    legend = axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.07), ncol=3, fontsize=7, frameon=False)
+    for handle in legend.legend_handles:
+        handle.set_sizes([16])
     figure.tight_layout()
     return figure_image(figure)
