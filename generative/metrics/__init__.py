@@ -77,7 +77,7 @@ def score_images(samples: torch.Tensor, data: str, *, data_dir=None, labels: tor
     fake = to_native(samples.detach().float().to(device), data).clamp(0.0, 1.0)
     test = reference_images(data, "test", data_dir, device)
     train = reference_images(data, "train", data_dir, device)
-    network = feature_classifier(data, data_dir, device)
+    network = feature_classifier(data, device)
     fake_features, fake_probs = features_and_probs(network, fake, device)
     test_features = _cached(("features", data, str(data_dir), str(device), network),   # keyed by the network itself
                             lambda: features_and_probs(network, test, device)[0])

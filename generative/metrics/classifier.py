@@ -158,17 +158,17 @@ def cache_path(data: str) -> Path:
 _LOADED: dict[tuple[str, str], ConvClassifier] = {}
 
 
-def feature_classifier(data: str, data_dir=None, device="cpu") -> ConvClassifier:
+def feature_classifier(data: str, device="cpu") -> ConvClassifier:
     """The cached classifier of a data set (the same network for every model scored under VERSION).
 
     digits: trained here on first use with the default Config, seed 0, on the CPU, and cached.
     mnist / fashion-mnist / cifar10: the one installed from a ``lab train classifier`` run.
     """
     check_dataset(data, IMAGE_DATASETS)
-    key = (data, str(device))
+    path = cache_path(data)
+    key = (str(path), str(device))
     if key in _LOADED:
         return _LOADED[key]
-    path = cache_path(data)
     if not path.is_file():
         if data != "digits":
             raise LabError(
