@@ -118,10 +118,6 @@ class TabularMDP:
         """T as a dense (A, S, S) array (only sensible for small S)."""
         return self.T if self.is_dense else np.stack([t.toarray() for t in self.T])
 
-    def with_gamma(self, gamma: float) -> "TabularMDP":
-        return TabularMDP(R=self.R, gamma=gamma, T_given=self.T_given, moves=self.moves, start=self.start,
-                          action_names=self.action_names, name=self.name, layout=self.layout)
-
     @cached_property
     def absorbing(self) -> np.ndarray:
         """(S,) bool: states every action keeps in place with reward 0."""

@@ -26,13 +26,14 @@ DENSE_LIMIT = 4096   # above this many states the dense backend is not chosen au
 
 
 def stacked_csr(mdp: TabularMDP) -> sp.csr_matrix:
-    """T as one (S·A, S) CSR matrix whose row s·A + a is T(s, a, ·): all actions of a state side by side."""
-    blocks = [sp.coo_matrix(t) for t in mdp.sparse_T()]
-    A = len(blocks)
-    rows = np.concatenate([b.row.astype(np.int64) * A + a for a, b in enumerate(blocks)])
-    cols = np.concatenate([b.col for b in blocks])
-    data = np.concatenate([b.data for b in blocks])
-    return sp.csr_matrix((data, (rows, cols)), shape=(mdp.n_states * A, mdp.n_states))
+    """T as one (S·A, S) CSR matrix whose row s·A + a is T(s, a, ·): all actions of a state side by side.
+    Built once per model."""
+    if "stacked_csr" not in mdp._cache:
+        n_states, n_actions = mdp.n_states, mdp.n_actions
+        by_action = sp.vstack(mdp.sparse_T(), format="csr")                    # row a·S + s
+        order = (np.arange(n_actions)[None, :] * n_states + np.arange(n_states)[:, None]).ravel()
+        mdp._cache["stacked_csr"] = by_action[order]                            # row s·A + a
+    return mdp._cache["stacked_csr"]
 
 
 class NumpyBackend:

@@ -73,7 +73,8 @@ class SolveCommand:
     stop: Literal["span", "sup"] = "span"
     """Stopping test of value / Q iteration: span or sup-norm of V_{k+1} - V_k (see rl/mdp/solvers.py)."""
     gauss_seidel: bool = False
-    """Value iteration: update values in place (Gauss-Seidel) instead of from the previous sweep."""
+    """Value iteration: update values in place (Gauss-Seidel) instead of from the previous sweep; it stops
+    on the sup-norm test."""
     evaluation: Literal["exact", "iterative"] = "exact"
     """Policy iteration: evaluate by a linear solve or by iterated Bellman expectation backups."""
     eval_sweeps: Optional[int] = None
@@ -190,7 +191,8 @@ def run_single(cmd: SolveCommand) -> int:
     else:
         np.savez_compressed(run / "solution.npz", V=solution.V, policy=solution.policy)
         payload["arrays"] = "solution.npz"
-    title = f"{mdp.name} · {solution.algo} · living reward {cmd.living_reward:g} · γ={mdp.gamma:g}"
+    reward = f" · living reward {cmd.living_reward:g}" if cmd.env != "random" else ""
+    title = f"{mdp.name} · {solution.algo}{reward} · γ={mdp.gamma:g}"
     if mdp.layout is not None:
         picture = save_grid_panels(run / "plots" / "values.png", [(title, mdp.layout, solution.V, solution.policy)])
     else:

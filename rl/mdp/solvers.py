@@ -13,7 +13,7 @@ exists and the solvers stop when ‖r‖∞ < ε.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
@@ -47,7 +47,6 @@ class Solution:
     backend: str
     evaluation_sweeps: int = 0
     """Policy iteration with iterative evaluation: sweeps spent evaluating, in total."""
-    extra: dict = field(default_factory=dict)
 
 
 def stopping_threshold(eps: float, gamma: float, stop: Stop) -> float:
