@@ -71,8 +71,9 @@ def score_images(samples: torch.Tensor, data: str, *, data_dir=None, labels: tor
                         features; slow without a GPU: one 299x299 Inception pass per image)
     """
     check_dataset(data, IMAGE_DATASETS)
-    if samples.ndim != 4 or len(samples) < 2:
-        raise LabError(f"score_images takes (N, C, H, W) images with N >= 2; got shape {tuple(samples.shape)}.")
+    if samples.ndim != 4 or len(samples) < 4:
+        raise LabError(f"score_images takes (N, C, H, W) images with N >= 4 (k-NN with k = 3); "
+                       f"got shape {tuple(samples.shape)}.")
     n = len(samples)
     fake = to_native(samples.detach().float().to(device), data).clamp(0.0, 1.0)
     test = reference_images(data, "test", data_dir, device)

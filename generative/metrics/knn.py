@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from lab.errors import LabError
+
 
 def _chunks(queries: torch.Tensor, pool: torch.Tensor, budget: int = 1 << 24):
     """Row chunks of ``queries`` with their distances (chunk, N_pool) to ``pool``, at most ~64 MB each."""
@@ -19,6 +21,8 @@ def _chunks(queries: torch.Tensor, pool: torch.Tensor, budget: int = 1 << 24):
 
 def knn_radii(features: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Distance from each feature to its k-th nearest neighbour in the same set (itself excluded)."""
+    if len(features) <= k:
+        raise LabError(f"k-NN radii with k = {k} need at least {k + 1} points; got {len(features)}.")
     return torch.cat([d.kthvalue(k + 1, dim=1).values for d in _chunks(features, features)])
 
 
