@@ -204,3 +204,26 @@ def test_inception_loads_a_local_weights_file_and_refuses_others(tmp_path):
         load_inception(tmp_path / "other.pth")
     with pytest.raises(LabError, match="never downloaded"):
         load_inception(tmp_path / "absent.pth")
+
+
+def test_an_installed_mnist_classifier_scores_mnist_samples(lab, tmp_path, monkeypatch):
+    """The non-digits path end to end, on a tiny MNIST-format set written here: train, install, score."""
+    def write_idx(path, array):
+        header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "mnist").mkdir()
+    for split, n in (("train", 64), ("test", 32)):
+        images, labels = data.IDX_FILES[split]
+        write_idx(tmp_path / "mnist" / images, rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / "mnist" / labels, np.arange(n) % 10)
+    monkeypatch.setenv("LAB_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    result = lab("train", "classifier", "--data", "mnist", "--data-dir", tmp_path, "--total-steps", "4",
+                 "--batch-size", "16", "--run-dir", run)
+    assert result.returncode == 0, result.stderr
+    assert classifier.main(["install", str(run)]) == 0
+    scores = score_images(torch.rand(8, 1, 32, 32), "mnist", data_dir=tmp_path)   # 32x32: the padding is cropped
+    assert scores["eval/n_samples"] == 8 and all(math.isfinite(v) for v in scores.values())
+    classifier._LOADED.clear()
