@@ -306,7 +306,8 @@ class Toy2D:
 
 
 def toy_distribution(name: str) -> Toy2D:
-    """ring8: 8 Gaussians on a circle of radius 2, std 0.02 (Metz et al. 2017, unrolled GANs);
+    """ring8: 8 Gaussians on a circle of radius 2, std 0.02 (Metz et al. 2017, unrolled GANs; PacGAN's
+    ring of radius 1, std 0.01, scaled by 2, which the 3-std metrics do not see);
     grid25: 25 Gaussians at {-4,-2,0,2,4}^2, std 0.05 (VEEGAN 2017, PacGAN 2018);
     moons: two interleaved half circles, noise 0.05; swissroll: a 2-D spiral, noise 0.05."""
     check_dataset(name, TOY_DATASETS)
