@@ -186,12 +186,12 @@ def _check_rows(T: Transitions, shape: tuple) -> None:
     if isinstance(T, np.ndarray):
         if T.shape != (n_actions, n_states, n_states):
             raise LabError(f"T must have shape (actions, states, states) = {(n_actions, n_states, n_states)}, got {T.shape}.")
-        values, sums = T, T.sum(axis=2)
+        blocks, sums = [T], T.sum(axis=2)
     else:
         if len(T) != n_actions or any(t.shape != (n_states, n_states) for t in T):
             raise LabError(f"T must be {n_actions} sparse matrices of shape {(n_states, n_states)}.")
-        values, sums = np.concatenate([t.data for t in T]), np.stack([np.asarray(t.sum(axis=1)).ravel() for t in T])
-    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        blocks, sums = [t.data for t in T], np.stack([np.asarray(t.sum(axis=1)).ravel() for t in T])
+    if not all(np.all(np.isfinite(b)) and np.all(b >= 0) for b in blocks):
         raise LabError("transition probabilities must be finite and non-negative.")
     _check_sums(sums)
 

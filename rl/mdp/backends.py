@@ -6,7 +6,7 @@
 and the solvers (rl/mdp/solvers.py) are written once on top of them.
 
     dense    NumPy (A, S, S) arrays                    small MDPs
-    sparse   SciPy CSR, rows s·A + a; fused numba sweep  any sparse MDP
+    sparse   SciPy CSR, rows a·S + s; fused numba sweep  any sparse MDP
     moves    the move (stencil) form of grid worlds      the fast path at 10^6 states
     torch    torch tensors (CSR or dense) on the GPU when there is one, else the CPU
 """
@@ -26,13 +26,10 @@ DENSE_LIMIT = 4096   # above this many states the dense backend is not chosen au
 
 
 def stacked_csr(mdp: TabularMDP) -> sp.csr_matrix:
-    """T as one (S·A, S) CSR matrix whose row s·A + a is T(s, a, ·): all actions of a state side by side.
+    """T as one (A·S, S) CSR matrix whose row a·S + s is T(s, a, ·) (the actions' matrices stacked).
     Built once per model."""
     if "stacked_csr" not in mdp._cache:
-        n_states, n_actions = mdp.n_states, mdp.n_actions
-        by_action = sp.vstack(mdp.sparse_T(), format="csr")                    # row a·S + s
-        order = (np.arange(n_actions)[None, :] * n_states + np.arange(n_states)[:, None]).ravel()
-        mdp._cache["stacked_csr"] = by_action[order]                            # row s·A + a
+        mdp._cache["stacked_csr"] = sp.vstack(mdp.sparse_T(), format="csr")
     return mdp._cache["stacked_csr"]
 
 
@@ -91,7 +88,7 @@ class SparseBackend(NumpyBackend):
         self.T = stacked_csr(mdp)
 
     def expect(self, V) -> np.ndarray:
-        return (self.T @ V).reshape(self.mdp.n_states, self.mdp.n_actions)
+        return (self.T @ V).reshape(self.mdp.n_actions, self.mdp.n_states).T
 
     def optimality_backup(self, V, out):
         from rl.mdp.kernels import csr_backup
@@ -124,7 +121,7 @@ class MovesBackend(NumpyBackend):
 
 
 class TorchBackend:
-    """Torch tensors (float64) on ``device``: T as a sparse CSR (S·A, S) matrix, or dense (A, S, S) when the
+    """Torch tensors (float64) on ``device``: T as a sparse CSR (A·S, S) matrix, or dense (A, S, S) when the
     model is dense."""
     name = "torch"
 
@@ -157,7 +154,7 @@ class TorchBackend:
     def expect(self, V):
         if self.T_dense is not None:
             return (self.T_dense @ V).T
-        return (self.T_csr @ V[:, None]).view(self.mdp.n_states, self.mdp.n_actions)
+        return (self.T_csr @ V[:, None]).view(self.mdp.n_actions, self.mdp.n_states).T
 
     def greedy(self, Q):
         values, actions = Q.max(dim=1)

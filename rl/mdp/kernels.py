@@ -12,14 +12,14 @@ from numba import njit
 
 @njit(cache=True, nogil=True)
 def csr_backup(indptr, indices, data, R, gamma, V, out):
-    """out[s] = max_a R[s, a] + γ Σ_s' T(s, a, s') V[s'] with T as CSR rows s·A + a.
+    """out[s] = max_a R[s, a] + γ Σ_s' T(s, a, s') V[s'] with T as CSR rows a·S + s.
     Returns the min and max of out - V (the residual's range)."""
     n_states, n_actions = R.shape
     lo, hi = np.inf, -np.inf
     for s in range(n_states):
         best = -np.inf
         for a in range(n_actions):
-            row = s * n_actions + a
+            row = a * n_states + s
             expected = 0.0
             for j in range(indptr[row], indptr[row + 1]):
                 expected += data[j] * V[indices[j]]

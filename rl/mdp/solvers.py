@@ -144,7 +144,7 @@ def policy_system(mdp: TabularMDP, policy: np.ndarray) -> tuple[sp.csr_matrix, n
                           shape=(mdp.n_states,) * 2)
         P.eliminate_zeros()   # moves this action never makes are no edges
     else:
-        P = stacked_csr(mdp)[states * mdp.n_actions + policy]
+        P = stacked_csr(mdp)[policy * mdp.n_states + states]
     return P, mdp.R[states, policy]
 
 
