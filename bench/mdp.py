@@ -12,8 +12,8 @@ pymdptoolbox's own run() time (which leaves out its constructor) is shown next t
 
 Part 2 runs value iteration (ε = 1e-6, γ = 0.99, span stop) on generated grid worlds, reports sweeps, time
 per sweep and the bytes one sweep moves (T, R and V read, V written) over that time, next to the copy
-bandwidth NumPy measures on this machine in the same process. The solve's CPU time is shown next to its
-wall time: on a shared machine the gap is the time other processes took.
+bandwidth NumPy measures in the same process, interleaved with the sweeps so that both see the same load.
+CPU times are shown next to wall times: on a shared machine the gap is the time other processes took.
 """
 from __future__ import annotations
 
@@ -53,16 +53,21 @@ class Options:
     """Where to write the JSON results."""
 
 
-def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
-    """GB/s of np.copyto on arrays much larger than the caches (bytes read + bytes written)."""
-    source = np.ones(megabytes * 2**20 // 8)
-    target = np.empty_like(source)
-    times = []
-    for _ in range(repeats):
+class CopyProbe:
+    """Copy bandwidth of this machine: np.copyto between two arrays much larger than the caches
+    (bytes read + bytes written per second)."""
+
+    def __init__(self, megabytes: int = 256):
+        self.source = np.ones(megabytes * 2**20 // 8)
+        self.target = np.empty_like(self.source)
+
+    def seconds(self) -> float:
         start = time.perf_counter()
-        np.copyto(target, source)
-        times.append(time.perf_counter() - start)
-    return 2 * source.nbytes / float(np.median(times)) / 1e9
+        np.copyto(self.target, self.source)
+        return time.perf_counter() - start
+
+    def gbps(self, seconds: float) -> float:
+        return 2 * self.source.nbytes / seconds / 1e9
 
 
 def _median_time(run, repeats: int):
@@ -117,7 +122,7 @@ def part1(opts: Options, mdptoolbox) -> list[dict]:
     return rows
 
 
-def part2(opts: Options, bandwidth: float) -> list[dict]:
+def part2(opts: Options, probe: CopyProbe) -> list[dict]:
     from envs.gridworld import make_gridworld
     from rl.mdp import value_iteration
     from rl.mdp.backends import make_backend
@@ -130,23 +135,25 @@ def part2(opts: Options, bandwidth: float) -> list[dict]:
             be = make_backend(mdp, backend)
             V, out = be.zeros(), be.zeros()
             be.optimality_backup(V, out)   # warm-up
-            sweep_times = []
-            for _ in range(7):
-                start = time.perf_counter()
+            sweeps, copies, cpu = [], [], []
+            for _ in range(7):             # a copy, then a sweep: both see the same load
+                copies.append(probe.seconds())
+                start, start_cpu = time.perf_counter(), time.process_time()
                 be.optimality_backup(V, out)
-                sweep_times.append(time.perf_counter() - start)
+                sweeps.append(time.perf_counter() - start)
+                cpu.append(time.process_time() - start_cpu)
                 V, out = out, V
-            per_sweep = float(np.median(sweep_times))
+            per_sweep, bandwidth = float(np.median(sweeps)), probe.gbps(float(np.median(copies)))
             moved = be.bytes_per_sweep()
             row = {"states": mdp.n_states, "grid": f"{size}x{size}", "backend": backend,
-                   "seconds_per_sweep": per_sweep, "bytes_per_sweep": moved,
-                   "achieved_GBps": moved / per_sweep / 1e9, "copy_GBps": bandwidth,
+                   "seconds_per_sweep": per_sweep, "cpu_seconds_per_sweep": float(np.median(cpu)),
+                   "bytes_per_sweep": moved, "achieved_GBps": moved / per_sweep / 1e9, "copy_GBps": bandwidth,
                    "x_bandwidth_bound": per_sweep / (moved / (bandwidth * 1e9))}
             if backend == "moves":
-                cpu = time.process_time()
+                cpu_start = time.process_time()
                 solution = value_iteration(mdp, eps=1e-6, stop="span", backend="moves")
                 row.update(sweeps=solution.iterations, solve_seconds=solution.seconds,
-                           solve_cpu_seconds=time.process_time() - cpu, converged=solution.converged)
+                           solve_cpu_seconds=time.process_time() - cpu_start, converged=solution.converged)
             rows.append(row)
             print(_format_row2(row), flush=True)
     return rows
@@ -165,6 +172,7 @@ def _format_row2(r: dict) -> str:
     solve = (f" | {r['sweeps']:5d} sweeps, solved in {r['solve_seconds']:6.1f} s"
              f" ({r['solve_cpu_seconds']:.1f} s of CPU)" if "sweeps" in r else "")
     return (f"  {r['states']:>9,d} states {r['grid']:>11} {r['backend']:<6} {r['seconds_per_sweep']*1e3:8.2f} ms/sweep"
+            f" ({r['cpu_seconds_per_sweep']*1e3:.2f} ms CPU)"
             f" {r['bytes_per_sweep']/1e6:8.1f} MB {r['achieved_GBps']:5.1f} GB/s (copy {r['copy_GBps']:.1f} GB/s,"
             f" ×{r['x_bandwidth_bound']:.1f} the bound){solve}")
 
@@ -182,12 +190,13 @@ def main(argv: list[str]) -> int:
             import mdptoolbox.mdp
         except ImportError:
             print("pymdptoolbox is not installed, so part 1 runs the lab alone: pip install pymdptoolbox")
-    bandwidth = copy_bandwidth()
+    probe = CopyProbe()
+    bandwidth = probe.gbps(float(np.median([probe.seconds() for _ in range(5)])))
     print(f"copy bandwidth (np.copyto, 256 MiB): {bandwidth:.1f} GB/s")
     print("part 1: lab vs pymdptoolbox (same model, same span test, median time per solve)")
     rows1 = part1(opts, mdptoolbox)
     print("part 2: value iteration on noisy grid worlds (γ = 0.99, ε = 1e-6)")
-    rows2 = part2(opts, bandwidth)
+    rows2 = part2(opts, probe)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps({"copy_GBps": bandwidth, "peer": rows1, "grid": rows2}, indent=2) + "\n")
     print(f"wrote {opts.out}")

@@ -7,7 +7,7 @@ and the solvers (rl/mdp/solvers.py) are written once on top of them.
 
     dense    NumPy (A, S, S) arrays                    small MDPs
     sparse   SciPy CSR, rows a·S + s; fused numba sweep  any sparse MDP
-    moves    the move (stencil) form of grid worlds      the fast path at 10^6 states
+    moves    the grid world's 4-neighbour stencil        the fast path at 10^6 states
     torch    torch tensors (CSR or dense) on the GPU when there is one, else the CPU
 """
 from __future__ import annotations
@@ -100,11 +100,13 @@ class SparseBackend(NumpyBackend):
 
 
 class MovesBackend(NumpyBackend):
+    """The grid world's stencil: each state's 4 compass neighbours, shared by all actions."""
     name = "moves"
 
     def __init__(self, mdp: TabularMDP):
-        if mdp.moves is None:
-            raise LabError(f"--backend moves needs a world made of moves (a grid world or corridor); {mdp.name} is not.")
+        if not _has_compass_moves(mdp):
+            raise LabError(f"--backend moves needs a world of the 4 compass moves (a grid world or corridor); "
+                           f"{mdp.name} is not.")
         super().__init__(mdp)
         self.successors = np.ascontiguousarray(mdp.moves.successors)
         self.probs = np.ascontiguousarray(mdp.moves.probs)
@@ -113,8 +115,8 @@ class MovesBackend(NumpyBackend):
         return V[self.successors] @ self.probs.T
 
     def optimality_backup(self, V, out):
-        from rl.mdp.kernels import moves_backup
-        return moves_backup(self.successors, self.probs, self.R, self.gamma, V, out)
+        from rl.mdp.kernels import compass_backup
+        return compass_backup(self.successors, self.probs, self.R, self.gamma, V, out)
 
     def bytes_per_sweep(self) -> int:
         return self.successors.nbytes + self.probs.nbytes + self.R.nbytes + 2 * 8 * self.mdp.n_states
@@ -176,12 +178,16 @@ class TorchBackend:
         return lo, hi
 
 
+def _has_compass_moves(mdp: TabularMDP) -> bool:
+    return mdp.moves is not None and mdp.moves.successors.shape[1] == 4
+
+
 def make_backend(mdp: TabularMDP, name: str = "auto", device: Optional[str] = None):
     """The backend called ``name``; 'auto' picks moves for grid worlds, dense for small dense models, else sparse."""
     if name not in BACKENDS:
         raise LabError(f"--backend must be one of {', '.join(BACKENDS)}; got {name!r}.")
     if name == "auto":
-        name = "moves" if mdp.moves is not None else (
+        name = "moves" if _has_compass_moves(mdp) else (
             "dense" if mdp.is_dense and mdp.n_states <= DENSE_LIMIT else "sparse")
     if name == "torch":
         return TorchBackend(mdp, device)

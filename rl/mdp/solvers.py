@@ -94,9 +94,9 @@ def value_iteration(mdp: TabularMDP, eps: float = 1e-6, stop: Stop = "span", gau
     stops on the sup-norm test, since the span bounds hold for the plain (Jacobi) backup only."""
     stop = "sup" if gauss_seidel else stop
     threshold = stopping_threshold(eps, mdp.gamma, stop)
-    if gauss_seidel and backend == "auto":
-        backend = "moves" if mdp.moves is not None else "sparse"
     be = _prepare(mdp, backend, device)
+    if gauss_seidel and backend == "auto" and be.name not in ("sparse", "moves"):
+        be = make_backend(mdp, "sparse")
     if gauss_seidel and be.name not in ("sparse", "moves"):
         raise LabError(f"Gauss-Seidel value iteration runs on the sparse and moves backends, not {be.name}.")
     start = time.perf_counter()
