@@ -73,16 +73,18 @@ class Config:
     """Hidden units of the 2-D toy denoiser."""
     mlp_depth: int = 3
     """Residual layers of the 2-D toy denoiser."""
-    batch_size: int = 128
-    """Training examples per optimizer step."""
-    lr: float = 1e-3
-    """Adam learning rate: linear warm-up from 0, then cosine decay to 0 at --total-steps."""
+    batch_size: Optional[int] = None
+    """Training examples per optimizer step (default: 64 for images, 256 for the 2-D toys)."""
+    lr: Optional[float] = None
+    """Adam learning rate, warmed up linearly from 0 then decayed to 0 along a cosine (default: 1e-3 for
+    images, 2e-3 for the 2-D toys)."""
     warmup_steps: int = 100
     """Steps of linear learning-rate warm-up."""
     max_grad_norm: float = 1.0
     """Clip the gradient norm to this (0 turns clipping off)."""
     ema_decay: float = 0.995
-    """Decay of the exponential moving average of the weights used for sampling."""
+    """Decay of the exponential moving average of the weights used for sampling (capped by
+    (1 + step) / (10 + step) early on, as in diffusers' EMAModel)."""
     total_steps: int = 2000
     """Optimizer steps to train for (one step = one minibatch)."""
     eval_samples: int = 256
@@ -92,8 +94,12 @@ class Config:
         check_dataset(self.data, DATASETS)
         one_of(self, "schedule", SCHEDULES)
         one_of(self, "prediction", PREDICTIONS)
-        positive(self, "diffusion_steps", "width", "res_blocks", "mlp_width", "mlp_depth", "batch_size", "lr",
-                 "total_steps", "eval_samples")
+        positive(self, "diffusion_steps", "width", "res_blocks", "mlp_width", "mlp_depth", "total_steps",
+                 "eval_samples")
+        if self.batch_size is not None:
+            positive(self, "batch_size")
+        if self.lr is not None:
+            positive(self, "lr")
         non_negative(self, "warmup_steps", "max_grad_norm")
         in_range(self, "label_dropout", 0.0, 1.0)
         in_range(self, "dropout", 0.0, 0.9)
@@ -110,6 +116,14 @@ class Config:
             require(4 <= size <= 64 and size % levels == 0,
                     f"--image-size must be in [4, 64] and divisible by {levels} "
                     f"(one halving per extra --channel-mults level), got {size}.")
+
+    @property
+    def batch(self) -> int:
+        return self.batch_size or (256 if self.data in TOY_DATASETS else 64)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr or (2e-3 if self.data in TOY_DATASETS else 1e-3)
 
     @property
     def resolution(self) -> int:
@@ -181,7 +195,7 @@ class Algorithm:
         device = runtime.device
         self.is_toy = config.data in TOY_DATASETS
         self.schedule = NoiseSchedule.create(config.schedule, config.diffusion_steps, device)
-        rows = runtime.shard(config.batch_size)
+        rows = runtime.shard(config.batch)
         self.local_batch = rows.stop - rows.start
         if self.is_toy:
             self.best_metric = ("eval/high_quality", "max")
@@ -196,13 +210,13 @@ class Algorithm:
                               config.attention_resolutions, config.resolution, config.dropout,
                               self.num_classes if config.conditional else 0)
             require(self.local_batch <= len(data.images),
-                    f"--batch-size {config.batch_size} exceeds the {len(data.images)} training images of {config.data}.")
+                    f"--batch-size {config.batch} exceeds the {len(data.images)} training images of {config.data}.")
             self.batches = BatchIterator(data.images * 2 - 1, data.labels, batch_size=self.local_batch,
                                          seed=runtime.rank_seed + 1, device=device)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.train_model = runtime.wrap(self.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.noise_rng = torch.Generator(device=device).manual_seed(runtime.rank_seed + 2)
 
     # ------------------------------------------------------------------ training
@@ -234,17 +248,17 @@ class Algorithm:
             output = self.train_model(x_t, t, labels)
         loss = F.mse_loss(output.float(), schedule.target(cfg.prediction, x0, t, noise))   # simple loss L_simple
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * self._lr_factor(step)
+            group["lr"] = cfg.learning_rate * self._lr_factor(step)
         grad_norm = self.rt.optimize(loss, self.optimizer, cfg.max_grad_norm)
-        self._update_ema()
+        self._update_ema(step)
         metrics = {"train/loss": loss.detach()}
         if grad_norm is not None:
             metrics["train/grad_norm"] = grad_norm
         return metrics
 
     @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = self.config.ema_decay
+    def _update_ema(self, step: int) -> None:
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))   # warm-up: early weights fade fast
         for ema, param in zip(self.ema.parameters(), self.model.parameters()):
             ema.lerp_(param, 1.0 - decay)                    # θ_ema <- decay θ_ema + (1 - decay) θ
 
