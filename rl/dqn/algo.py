@@ -33,12 +33,14 @@ from rl.evaluation import record_video, run_episodes
 from rl.nets import trunk_for
 
 # Defaults that depend on the environment family: a None field of Config takes these.
-CLASSIC_DEFAULTS = dict(   # tuned for CartPole-v1 (rl-baselines3-zoo), used for every non-Atari env
-    num_envs=1, buffer_size=100_000, learning_starts=1_000, batch_size=64, lr=2.3e-3, train_freq=256,
-    gradient_steps=128, target_period=10, exploration_fraction=0.16, epsilon_end=0.04, eval_epsilon=0.0)
+CLASSIC_DEFAULTS = dict(   # CartPole-v1: rl-baselines3-zoo's tuning, with 128x128 and rounds of 32 every 64
+    num_envs=1, buffer_size=100_000, learning_starts=1_000, batch_size=64, lr=2.3e-3, train_freq=64,
+    gradient_steps=32, target_period=10, exploration_fraction=0.16, epsilon_end=0.04, eval_epsilon=0.0,
+    hidden=(128, 128))
 ATARI_DEFAULTS = dict(     # Mnih et al. (2015) as in CleanRL / SB3: Adam 1e-4, batch 32, 1M buffer
     num_envs=1, buffer_size=1_000_000, learning_starts=80_000, batch_size=32, lr=1e-4, train_freq=4,
-    gradient_steps=1, target_period=1_000, exploration_fraction=0.10, epsilon_end=0.01, eval_epsilon=0.05)
+    gradient_steps=1, target_period=1_000, exploration_fraction=0.10, epsilon_end=0.01, eval_epsilon=0.05,
+    hidden=())
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,9 @@ class Config:
     lr: Optional[float] = None
     """Adam learning rate [classic: 2.3e-3; Atari: 1e-4]."""
     train_freq: Optional[int] = None
-    """Run ``gradient_steps`` gradient steps every this many environment steps [classic: 256; Atari: 4]."""
+    """Run ``gradient_steps`` gradient steps every this many environment steps [classic: 64; Atari: 4]."""
     gradient_steps: Optional[int] = None
-    """Gradient steps per training round [classic: 128; Atari: 1]."""
+    """Gradient steps per training round [classic: 32; Atari: 1]."""
     target_period: Optional[int] = None
     """Update the target network every this many environment steps [classic: 10; Atari: 1,000]."""
     tau: float = 1.0
@@ -85,8 +87,9 @@ class Config:
     """Double DQN: the online network picks the next action, the target network values it."""
     n_step: int = 1
     """Bootstrap after n rewards: sum_k gamma^k r_(t+k) + gamma^n max_a Q_target(s_(t+n), a)."""
-    hidden: tuple[int, ...] = (256, 256)
-    """Hidden layer sizes of the MLP Q-network (vector observations; images use the Nature CNN)."""
+    hidden: Optional[tuple[int, ...]] = None
+    """Hidden layer sizes of the MLP Q-network [classic: 128 128; Atari: unused, images go through
+    the Nature CNN (3 conv + 512)]."""
     sticky_actions: bool = False
     """Atari only: repeat the previous action with probability 0.25 (Machado et al. 2018)."""
     buffer_device: Literal["auto", "cpu", "train"] = "auto"
@@ -110,10 +113,10 @@ class Config:
         in_range(self, "epsilon_start", 0.0, 1.0)
         one_of(self, "loss", ("huber", "mse"))
         one_of(self, "buffer_device", ("auto", "cpu", "train"))
-        require(all(h > 0 for h in self.hidden), f"--hidden sizes must be > 0, got {self.hidden}.")
         require(not self.sticky_actions or is_atari(self.env_id),
                 f"--sticky-actions is an Atari option; {self.env_id} is not an ALE/ env.")
         r = self.resolved()
+        require(all(h > 0 for h in r.hidden), f"--hidden sizes must be > 0, got {r.hidden}.")
         positive(r, "num_envs", "buffer_size", "batch_size", "lr", "train_freq", "gradient_steps", "target_period")
         non_negative(r, "learning_starts")
         for name in ("epsilon_end", "exploration_fraction", "eval_epsilon"):
