@@ -24,7 +24,6 @@ import tyro
 from envs.gridworld import corridor, make_gridworld
 from envs.tabular import TabularMDP, random_mdp
 from lab.config import in_range, one_of, positive, require, to_dict
-from lab.errors import LabError
 from lab.rundir import RunDir
 from rl.mdp.backends import BACKENDS
 from rl.mdp.plot import save_action_values, save_grid_panels
