@@ -187,6 +187,9 @@ def test_lab_solve_living_reward_sweep(lab, tmp_path):
     (["--living-reward", "0.1"], "gamma=1 needs every policy"),
     (["--map", "MAP_WITHOUT_TERMINAL"], "no terminal cell"),
     (["--map", "missing.txt"], "cannot read the map"),
+    (["--size", "200", "--backend", "dense"], "would need"),
+    (["--env", "random", "--backend", "moves"], "needs a world of the 4 compass moves"),
+    (["--backend", "torch", "--device", "nonsense"], "--device must be"),
 ])
 def test_lab_solve_bad_input_is_one_sentence(lab, tmp_path, args, message):
     if "MAP_WITHOUT_TERMINAL" in args:

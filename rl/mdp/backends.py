@@ -69,10 +69,17 @@ class NumpyBackend:
         return lo, hi
 
 
+DENSE_BYTES_LIMIT = 2 * 2**30   # the dense backend refuses to build a T larger than this
+
+
 class DenseBackend(NumpyBackend):
     name = "dense"
 
     def __init__(self, mdp: TabularMDP):
+        needed = 8 * mdp.n_actions * mdp.n_states ** 2
+        if not mdp.is_dense and needed > DENSE_BYTES_LIMIT:
+            raise LabError(f"--backend dense would need {needed / 2**30:.1f} GiB for T at {mdp.n_states} states; "
+                           "use --backend sparse or moves.")
         super().__init__(mdp)
         self.T = mdp.dense_T()
 
@@ -130,7 +137,12 @@ class TorchBackend:
     def __init__(self, mdp: TabularMDP, device: Optional[str] = None):
         import torch
         self.torch, self.mdp, self.gamma = torch, mdp, float(mdp.gamma)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        try:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        except RuntimeError:
+            raise LabError(f"--device must be a torch device such as cpu or cuda, got {device!r}.") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise LabError("--device cuda: no CUDA GPU is available here; use --device cpu.")
         self.R = torch.as_tensor(mdp.R, device=self.device)
         if mdp.is_dense:
             self.T_dense, self.T_csr = torch.as_tensor(mdp.T, device=self.device), None
