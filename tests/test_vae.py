@@ -159,7 +159,7 @@ def trained():
 def test_short_training_lowers_the_test_negative_elbo_well_below_its_start(trained):
     _, before, after = trained
     assert before > 40.0               # about 64 log 2 = 44.4 nats: a coin per pixel
-    assert after < before - 10.0, (before, after)
+    assert after < before - 15.0, (before, after)
 
 
 def test_importance_weighted_bound_is_above_the_elbo_and_rises_with_k_on_a_trained_model(trained):
