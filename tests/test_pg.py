@@ -23,7 +23,20 @@ def test_categorical_log_prob_and_entropy_match_closed_forms():
     actions = torch.tensor([0, 1, 2, 0, 1, 2, 2])
     assert torch.allclose(dist.log_prob(actions), torch.log(p[torch.arange(7), actions]), atol=1e-6)
     assert torch.allclose(dist.entropy(), -(p * torch.log(p)).sum(-1), atol=1e-6)
-    assert torch.equal(head.mode(dist), logits.argmax(-1))
+    assert torch.equal(head.act(h, deterministic=True), logits.argmax(-1))
+
+
+def test_categorical_sampling_follows_the_softmax():
+    """The Gumbel-max sampler draws each action with probability softmax(logits)."""
+    torch.manual_seed(0)
+    head = CategoricalHead(1, 3)
+    with torch.no_grad():
+        head.logits.weight.zero_()
+        head.logits.bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
+    n = 60_000
+    counts = torch.bincount(head.act(torch.zeros(n, 1), deterministic=False), minlength=3).float()
+    p = torch.softmax(torch.tensor([1.0, 0.0, -1.0]), 0)
+    assert torch.all((counts / n - p).abs() < 4 * torch.sqrt(p * (1 - p) / n)), (counts / n, p)
 
 
 @pytest.mark.parametrize("log_std", ["state-independent", "state-dependent"])
@@ -41,7 +54,7 @@ def test_gaussian_log_prob_and_entropy_match_closed_forms(log_std):
     closed = (-0.5 * ((a - mean) / sigma) ** 2 - torch.log(sigma) - 0.5 * math.log(2 * math.pi)).sum(-1)
     assert torch.allclose(dist.log_prob(a), closed, atol=1e-5)
     assert torch.allclose(dist.entropy(), (0.5 * torch.log(2 * math.pi * math.e * sigma ** 2)).sum(-1), atol=1e-5)
-    assert torch.allclose(head.mode(dist), mean)
+    assert torch.allclose(head.act(h, deterministic=True), mean)
     if log_std == "state-dependent":
         assert sigma.std(0).sum() > 0   # different states, different stds
     else:

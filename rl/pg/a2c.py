@@ -77,8 +77,8 @@ class Config:
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5)
-    return torch.optim.Adam(params, lr=lr, eps=1e-5)
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-5, foreach=True)
+    return torch.optim.Adam(params, lr=lr, eps=1e-5, foreach=True)
 
 
 class Algorithm:
@@ -97,28 +97,23 @@ class Algorithm:
     def _rollout(self) -> dict:
         """Play n_steps in every env; time-major tensors of what the update needs."""
         cfg, device, space = self.config, self.rt.device, self.envs.single_action_space
-        obs, actions, rewards, terminated, done = [], [], [], [], []
-        truncated_at: list[tuple[int, int, object]] = []   # (t, env, final obs) where an episode was cut by a time limit
-        episodes = []
+        obs, actions, episodes = [], [], []
+        r_t, terminated_t, done_t = (np.zeros((cfg.n_steps, cfg.num_envs), np.float32) for _ in range(3))
+        truncated_at: list[tuple[int, int, object]] = []   # (t, env, final obs) where a time limit cut an episode
         for t in range(cfg.n_steps):
             obs_t = to_tensor(self.obs, device)
             with torch.no_grad():
                 action = self.net.act(obs_t)
-            next_obs, reward, term, trunc, infos = self.envs.step(to_env(action, space))
-            for i in (trunc & ~term).nonzero()[0]:
-                truncated_at.append((t, int(i), infos["final_obs"][i]))
+            self.obs, r_t[t], terminated, truncated, infos = self.envs.step(to_env(action, space))
+            terminated_t[t], done_t[t] = terminated, terminated | truncated
+            if truncated.any():
+                truncated_at += [(t, int(i), infos["final_obs"][i]) for i in np.flatnonzero(truncated & ~terminated)]
             obs.append(obs_t)
             actions.append(action)
-            rewards.append(reward)
-            terminated.append(term)
-            done.append(term | trunc)
             episodes += finished_episodes(infos)
-            self.obs = next_obs
-        def as_tensor(rows: list) -> torch.Tensor:
-            return torch.as_tensor(np.stack(rows), dtype=torch.float32, device=device)
-
-        return {"obs": torch.stack(obs), "actions": torch.stack(actions), "r_t": as_tensor(rewards),
-                "terminated_t": as_tensor(terminated), "done_t": as_tensor(done), "truncated_at": truncated_at,
+        as_tensor = lambda rows: torch.from_numpy(rows).to(device)
+        return {"obs": torch.stack(obs), "actions": torch.stack(actions), "r_t": as_tensor(r_t),
+                "terminated_t": as_tensor(terminated_t), "done_t": as_tensor(done_t), "truncated_at": truncated_at,
                 "episodes": episodes}
 
     def train_step(self, step: int) -> dict:

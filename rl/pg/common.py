@@ -10,6 +10,7 @@ import torch
 
 from envs.make import finished_episodes, make_vector_env
 from lab.config import positive
+from rl.nets import is_image_space
 from rl.evaluation import record_video, run_episodes
 from rl.pg.policies import ActorCritic, check_action_space
 
@@ -22,8 +23,10 @@ class EvalOptions:
     """Number of evaluation episodes."""
     video: bool = False
     """Also record one episode as videos/episode.mp4."""
-    deterministic: bool = True
-    """Act with the policy's mode (argmax, or the Gaussian mean) instead of sampling from it."""
+    deterministic: bool | None = None
+    """Act with the policy's mode (argmax, or the Gaussian mean) instead of sampling from it. Default:
+    the mode for vector observations, samples for Atari frames (a greedy policy can stall a game forever
+    by never pressing FIRE)."""
 
     def __post_init__(self):
         positive(self, "episodes")
@@ -87,13 +90,17 @@ def evaluate_policy(net: ActorCritic, env_id: str, options: EvalOptions | None, 
     net.eval()
     space = net.action_space
 
+    deterministic = options.deterministic
+    if deterministic is None:
+        deterministic = not is_image_space(net.observation_space)
+
     def policy(obs: np.ndarray) -> np.ndarray:
-        return to_env(net.act(to_tensor(obs, device), deterministic=options.deterministic), space)
+        return to_env(net.act(to_tensor(obs, device), deterministic=deterministic), space)
 
     try:
         returns = run_episodes(policy, env_id, options.episodes, seed=seed)
         results = {"eval/ep_return": float(returns.mean()), "eval/ep_return_std": float(returns.std()),
-                   "eval/episodes": len(returns)}
+                   "eval/episodes": len(returns), "eval/deterministic": float(deterministic)}
         if options.video:
             results["videos/episode"], results["eval/video_return"] = record_video(policy, env_id, seed=seed)
     finally:

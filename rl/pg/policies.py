@@ -32,9 +32,12 @@ class CategoricalHead(nn.Module):
     def forward(self, h: torch.Tensor) -> Distribution:
         return Categorical(logits=self.logits(h), validate_args=False)
 
-    @staticmethod
-    def mode(dist: Distribution) -> torch.Tensor:
-        return dist.logits.argmax(-1)
+    def act(self, h: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """A sample (Gumbel-max: argmax of logits + Gumbel noise), or the argmax; no distribution object."""
+        logits = self.logits(h)
+        if deterministic:
+            return logits.argmax(-1)
+        return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
 
 
 class GaussianHead(nn.Module):
@@ -57,9 +60,9 @@ class GaussianHead(nn.Module):
         log_std = self.log_std(h).clamp(-20.0, 2.0) if self.state_dependent else self.log_std.expand_as(mean)
         return Independent(Normal(mean, log_std.exp(), validate_args=False), 1, validate_args=False)
 
-    @staticmethod
-    def mode(dist: Distribution) -> torch.Tensor:
-        return dist.mean
+    def act(self, h: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        dist = self(h)
+        return dist.mean if deterministic else dist.sample()
 
 
 def check_action_space(space: gym.Space) -> None:
@@ -93,7 +96,7 @@ class ActorCritic(nn.Module):
                  log_std: LogStd = "state-independent", init_log_std: float = 0.0, trunks: Trunks = "auto",
                  with_value: bool = True):
         super().__init__()
-        self.action_space = action_space
+        self.observation_space, self.action_space = observation_space, action_space
         shared = trunks == "shared" or (trunks == "auto" and is_image_space(observation_space))
         self.policy_trunk, features = trunk_for(observation_space, hidden, nn.Tanh)
         orthogonal_init(self.policy_trunk, math.sqrt(2))
@@ -124,5 +127,4 @@ class ActorCritic(nn.Module):
 
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """An action per observation: sampled, or the distribution's mode when ``deterministic``."""
-        dist = self.policy(obs)
-        return self.head.mode(dist) if deterministic else dist.sample()
+        return self.head.act(self.policy_trunk(obs), deterministic)

@@ -13,10 +13,11 @@ import torch
 
 def discounted_returns(r_t: torch.Tensor, done_t: torch.Tensor, gamma: float) -> torch.Tensor:
     """Reward-to-go G_t = r_t + gamma * G_{t+1}, restarted after every ``done_t`` (no bootstrapping)."""
+    discount_t = gamma * (1.0 - done_t.float())
     returns = torch.empty_like(r_t)
     future = torch.zeros_like(r_t[0])
     for t in reversed(range(len(r_t))):
-        future = r_t[t] + gamma * future * (1.0 - done_t[t].float())
+        future = r_t[t] + discount_t[t] * future
         returns[t] = future
     return returns
 
@@ -38,9 +39,10 @@ def gae(r_t: torch.Tensor, v_t: torch.Tensor, v_tp1: torch.Tensor, terminated_t:
     """
     bootstrap = v_tp1 * (1.0 - terminated_t.float())
     delta_t = r_t + gamma * bootstrap - v_t                     # TD error: delta_t = r_t + gamma V(s_{t+1}) - V(s_t)
+    trace_t = gamma * lam * (1.0 - done_t.float())
     advantages = torch.empty_like(delta_t)
     running = torch.zeros_like(delta_t[0])
     for t in reversed(range(len(delta_t))):
-        running = delta_t[t] + gamma * lam * (1.0 - done_t[t].float()) * running   # GAE: A_t = delta_t + gamma lam A_{t+1}
+        running = delta_t[t] + trace_t[t] * running      # GAE: A_t = delta_t + gamma lam A_{t+1} (within an episode)
         advantages[t] = running
     return advantages
