@@ -234,7 +234,8 @@ class Algorithm:
         explore = rng.random(len(obs)) < epsilon
         actions = rng.integers(self.num_actions, size=len(obs))
         if not explore.all():
-            greedy = self.q(torch.as_tensor(obs, device=self.device)).argmax(dim=-1).cpu().numpy()
+            obs = torch.as_tensor(obs, device=self.device)
+            greedy = self.q(obs.float() if obs.is_floating_point() else obs).argmax(dim=-1).cpu().numpy()
             actions = np.where(explore, actions, greedy)
         return actions
 
