@@ -2,7 +2,6 @@
 learning run on the 8-Gaussian ring, exact resume and the `lab` commands."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from lab import Arrays, Image
 from lab.config import in_range, non_negative, one_of, positive, require
-from lab.errors import LabError
 from lab.media import image_grid
 from lab.runtime import Runtime
 from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, load_images,
