@@ -1,8 +1,8 @@
 """Mode collapse measured: the 2-D benchmarks of Unrolled GAN / VEEGAN / PacGAN, and digits.
 
-    lab bench gan                                   ring8 + grid25, every loss, 5 seeds, default steps
-    lab bench gan --data ring8 --losses wgan-gp --seeds 0 1 2 3 4 --steps 3000
-    lab bench gan --digits --digits-steps 3000       also the digits FID and the conditional label accuracy
+    lab bench gan                                   quick look: ring8 + grid25, every loss, seed 0, 1,000 steps
+    lab bench gan --seeds 0 1 2 3 4 --steps 3000    the protocol of the issue (hours on a CPU)
+    lab bench gan --digits --digits-steps 2000       also the digits FID and the conditional label accuracy
 
 For each toy, loss and seed, one run of ``lab train gan`` maths (the same Algorithm, driven here
 without run folders), then 2,500 samples of the EMA generator scored by ``generative.metrics.score_toy``:
@@ -65,12 +65,12 @@ def scores_of(algorithm: Algorithm) -> dict[str, float]:
     return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
 
 
-def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int | None) -> list[dict]:
+def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int) -> list[dict]:
     rows = []
     for loss in losses:
         runs = []
         for seed in seeds:
-            config = Config(data=data, loss=loss, **({"total_steps": steps} if steps else {}))
+            config = Config(data=data, loss=loss, total_steps=steps)
             algorithm, seconds = train(config, seed)
             score = scores_of(algorithm)
             runs.append({"seed": seed, "modes": score["eval/modes"], "high_quality": score["eval/high_quality"],
@@ -118,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab bench gan", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", nargs="+", default=["ring8", "grid25"], choices=list(MODES))
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument("--steps", type=int, default=None, help="generator updates per run (default: the Config's)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--steps", type=int, default=1000, help="generator updates per run")
     parser.add_argument("--digits", action="store_true", help="also train DCGANs on digits (FID, label accuracy)")
-    parser.add_argument("--digits-steps", type=int, default=3000)
+    parser.add_argument("--digits-steps", type=int, default=2000)
     parser.add_argument("--digits-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gan.json")
     args = parser.parse_args(argv)
