@@ -136,7 +136,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def measure(env_id: str = "CartPole-v1", train_steps: int = 10_000, batches: int = 100,
-            episodes_per_batch: int = 10, reference_episodes: int = 3000, baseline_episodes: int = 500,
+            episodes_per_batch: int = 10, reference_episodes: int = 2000, baseline_episodes: int = 500,
             gamma: float = 1.0, gae_lambda: float = 0.0, seed: int = 0) -> dict:
     """Variance and cosine-to-reference of each estimator, plus the mean-preservation check of the baseline."""
     net = fixed_policy(env_id, train_steps, seed)
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-steps", type=int, default=10_000, help="A2C steps that make the fixed policy (0: initial policy)")
     parser.add_argument("--batches", type=int, default=100, help="independent gradient estimates per estimator")
     parser.add_argument("--episodes-per-batch", type=int, default=10)
-    parser.add_argument("--reference-episodes", type=int, default=3000)
+    parser.add_argument("--reference-episodes", type=int, default=2000)
     parser.add_argument("--baseline-episodes", type=int, default=500, help="episodes the baseline V is fitted on")
     parser.add_argument("--gamma", type=float, default=1.0)
     parser.add_argument("--gae-lambda", type=float, default=0.0, help="lambda of the advantage estimate (0: TD error)")

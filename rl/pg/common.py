@@ -22,7 +22,7 @@ class EvalOptions:
     episodes: int = 10
     """Number of evaluation episodes."""
     video: bool = False
-    """Also record one episode as videos/episode.mp4."""
+    """Also record one episode under videos/ (MP4 with imageio-ffmpeg, else GIF)."""
     deterministic: bool | None = None
     """Act with the policy's mode (argmax, or the Gaussian mean) instead of sampling from it. Default:
     the mode for vector observations, samples for Atari frames (a greedy policy can stall a game forever
