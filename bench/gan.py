@@ -65,12 +65,12 @@ def scores_of(algorithm: Algorithm) -> dict[str, float]:
     return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
 
 
-def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int) -> list[dict]:
+def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_decay: bool) -> list[dict]:
     rows = []
     for loss in losses:
         runs = []
         for seed in seeds:
-            config = Config(data=data, loss=loss, total_steps=steps)
+            config = Config(data=data, loss=loss, total_steps=steps, lr_decay=lr_decay)
             algorithm, seconds = train(config, seed)
             score = scores_of(algorithm)
             runs.append({"seed": seed, "modes": score["eval/modes"], "high_quality": score["eval/high_quality"],
@@ -98,11 +98,12 @@ def print_toy_table(data: str, rows: list[dict], seeds: list[int]) -> None:
         print(f"  {name:<34} {modes:>16} {'':>5} {quality:>18}")
 
 
-def digits_rows(steps: int, seeds: list[int]) -> list[dict]:
+def digits_rows(steps: int, seeds: list[int], lr_decay: bool) -> list[dict]:
     rows = []
     for conditional in (False, True):
         for seed in seeds:
-            config = Config(data="digits", conditional=conditional, total_steps=steps, batch_size=64)
+            config = Config(data="digits", conditional=conditional, total_steps=steps, batch_size=64,
+                            lr_decay=lr_decay)
             algorithm, seconds = train(config, seed)
             score = scores_of(algorithm)
             row = {"conditional": conditional, "seed": seed, "steps": steps, "seconds": seconds,
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--steps", type=int, default=1000, help="generator updates per run")
+    parser.add_argument("--lr-decay", action=argparse.BooleanOptionalAction, default=True,
+                        help="the Config's linear learning-rate decay (--no-lr-decay: constant rates)")
     parser.add_argument("--digits", action="store_true", help="also train DCGANs on digits (FID, label accuracy)")
     parser.add_argument("--digits-steps", type=int, default=2000)
     parser.add_argument("--digits-seeds", nargs="+", type=int, default=[0])
@@ -129,9 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = {"toys": {}, "digits": []}
     for data in args.data:
-        results["toys"][data] = toy_rows(data, args.losses, args.seeds, args.steps)
+        results["toys"][data] = toy_rows(data, args.losses, args.seeds, args.steps, args.lr_decay)
     if args.digits:
-        results["digits"] = digits_rows(args.digits_steps, args.digits_seeds)
+        results["digits"] = digits_rows(args.digits_steps, args.digits_seeds, args.lr_decay)
     for data, rows in results["toys"].items():
         print_toy_table(data, rows, args.seeds)
     if results["digits"]:
