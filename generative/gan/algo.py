@@ -6,6 +6,7 @@ fresh real batch and fresh latents (Goodfellow et al. 2014, Algorithm 1):
     for n_critic times:   D <- D - lr * grad_D  L_D(D(x), D(G(z)))       (+ lambda * gradient penalty)
     once:                 G <- G - lr * grad_G  L_G(D(G(z)))
     G_ema <- decay * G_ema + (1 - decay) * G                              (the copy used for sampling)
+    lr <- lr_0 * (1 - t / T)                                              (unless --no-lr-decay)
 
 The losses (minimax, non-saturating, wgan-gp, hinge) are the pure functions of ``losses.py``; the
 networks (MLPs for the 2-D toys, DCGAN for images, spectral norm and label conditioning as options)
@@ -86,8 +87,8 @@ class Config:
     gp_weight: float = 10.0
     """lambda, the weight of the WGAN-GP gradient penalty."""
     lr_decay: bool = True
-    """Decay both learning rates linearly to 0 over total_steps (ring8, seed 0, 3,000 steps: 84 % high-quality
-    samples with it, 63 % without)."""
+    """Decay both learning rates linearly to 0 over total_steps (ring8, 3,000 steps, 5 seeds: 77 % high-quality
+    samples with it, 56 % without; on digits one seed scored a worse FID with it)."""
     ema_decay: float = 0.999
     """Decay of the exponential moving average of G's weights used for sampling (0: sample from G)."""
     instance_noise: float = 0.0
