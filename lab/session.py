@@ -115,35 +115,35 @@ def _restore(run_path: Path, which: str, device: str | None):
     return run, saved, module, runtime, algorithm, state["step"]
 
 
-def evaluate(run_path: Path, options: Any = None, which: str = "best", device: str | None = None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint; the results are appended to its metrics and media written."""
+def _call_on_checkpoint(run_path: Path, method: str, options: Any, which: str, device: str | None
+                        ) -> tuple[int, dict[str, Any], list[Path]]:
+    """Restore a checkpoint, call ``algorithm.<method>(options)`` with the training RNG untouched, and
+    record what it returns in the run folder: (step, results, media files written)."""
     run, saved, module, runtime, algorithm, step = _restore(run_path, which, device)
     try:
+        if not hasattr(algorithm, method):
+            raise LabError(f"{saved['algo']} runs do not generate samples; `lab sample` takes a generative run.")
         with runtime.isolated_rng():
-            results = algorithm.evaluate(options)
+            results = getattr(algorithm, method)(options)
         logger = Logger(run, progress=False)
         written = logger.log(step, results)
         logger.close()
-        scalars = {k: to_float(v) for k, v in results.items() if not isinstance(v, (Image, Video, Arrays))}
-        return {"step": step, "metrics": scalars, "files": [str(p) for p in written]}
+        return step, results, written
     finally:
         _close(algorithm)
+
+
+def evaluate(run_path: Path, options: Any = None, which: str = "best", device: str | None = None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint; the results are appended to its metrics and media written."""
+    step, results, written = _call_on_checkpoint(run_path, "evaluate", options, which, device)
+    scalars = {k: to_float(v) for k, v in results.items() if not isinstance(v, (Image, Video, Arrays))}
+    return {"step": step, "metrics": scalars, "files": [str(p) for p in written]}
 
 
 def sample(run_path: Path, options: Any = None, which: str = "best", device: str | None = None) -> list[str]:
     """Draw samples from a generative run; returns the files written under its samples/."""
-    run, saved, module, runtime, algorithm, step = _restore(run_path, which, device)
-    if not hasattr(algorithm, "sample"):
-        raise LabError(f"{saved['algo']} runs do not generate samples; `lab sample` takes a generative run.")
-    try:
-        with runtime.isolated_rng():
-            media = algorithm.sample(options)
-        logger = Logger(run, progress=False)
-        written = logger.log(step, media)
-        logger.close()
-        return [str(p) for p in written]
-    finally:
-        _close(algorithm)
+    _, _, written = _call_on_checkpoint(run_path, "sample", options, which, device)
+    return [str(p) for p in written]
 
 
 def format_table(metrics: dict[str, float]) -> str:
