@@ -97,7 +97,11 @@ class Logger:
         folder = self.run.path / (namespace if namespace in _MEDIA_FOLDERS else "samples")
         folder.mkdir(exist_ok=True)
         stem = (name or namespace).replace("/", "-")
-        path = value.save(folder / f"{stem}-step{step:08d}")
+        base = f"{stem}-step{step:08d}"
+        name, copy = base, 2
+        while any(folder.glob(f"{name}.*")):   # never overwrite: a later `lab sample` gets its own file
+            name, copy = f"{base}-{copy}", copy + 1
+        path = value.save(folder / name)
         if self._tb is not None and isinstance(value, Image):
             from lab.media import _to_uint8_hwc
             self._tb.add_image(key, _to_uint8_hwc(value.array), step, dataformats="HWC")
