@@ -13,7 +13,7 @@ from lab.logger import Logger, to_float
 from lab.media import Arrays, Image, Video
 from lab.rundir import RunDir
 from lab.runtime import RunOptions, Runtime
-from lab.trainer import Trainer
+from lab.trainer import EvalCallback, Trainer
 
 
 def run_label(config: Any) -> str | None:
@@ -39,6 +39,28 @@ def train(algo: str, config: Any, options: RunOptions) -> tuple[int, Path | None
         return status, run.path if run else None
     finally:
         _close(locals().get("algorithm"))
+        runtime.close()
+
+
+def train_in_memory(algo: str, config: Any, options: RunOptions = RunOptions(device="cpu"), *,
+                    eval_options: Any = None, stop_when: EvalCallback | None = None) -> Trainer:
+    """Train without a run folder (tests, benchmarks, notebooks): the same trainer, cadence and checks
+    as ``lab train``, nothing written. ``stop_when(step, results)`` ends the run at an evaluation.
+
+    Returns the trainer: ``.algorithm`` (its envs closed), ``.history`` of evaluations, ``.step``,
+    ``.stopped_early`` and ``.train_seconds`` (evaluation time excluded).
+    """
+    _, module = registry.get(algo)
+    runtime = Runtime(options)
+    algorithm = None
+    try:
+        algorithm = module.Algorithm(config, runtime)
+        trainer = Trainer(algo, config, options, runtime, algorithm, None,
+                          eval_options=eval_options, on_evaluate=stop_when)
+        trainer.fit()
+        return trainer
+    finally:
+        _close(algorithm)
         runtime.close()
 
 

@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -60,19 +60,41 @@ class _Window:
         return means
 
 
+EvalCallback = Callable[[int, dict[str, Any]], bool]
+"""Called after each evaluation with (step, results); returning True stops the run there."""
+
+
 class Trainer:
-    """Runs ``algorithm.train_step`` from ``start_step`` until ``config.total_steps``."""
+    """Runs ``algorithm.train_step`` from ``start_step`` until ``config.total_steps``.
+
+    With ``run=None`` it writes nothing (rank > 0 of a torchrun job, tests and benchmarks): cadence,
+    evaluation in isolated RNG, the NaN guard and ``step_size`` accounting are the same as for a run
+    folder. ``eval_options`` is what ``evaluate`` gets during training (None: the algorithm's own
+    training-time evaluation); ``on_evaluate`` sees every evaluation and may stop the run early.
+    After ``fit``, ``history`` holds each evaluation as ``(step, results)`` and ``train_seconds`` the
+    wall-clock time spent training, evaluation excluded.
+    """
 
     def __init__(self, name: str, config: Any, options: RunOptions, runtime: Runtime, algorithm: Algorithm,
-                 run: RunDir | None, start_step: int = 0, trainer_state: dict | None = None):
+                 run: RunDir | None = None, start_step: int = 0, trainer_state: dict | None = None,
+                 eval_options: Any = None, on_evaluate: EvalCallback | None = None):
         self.name, self.config, self.options = name, config, options
         self.runtime, self.algorithm, self.run = runtime, algorithm, run
         self.step = start_step
         state = trainer_state or {}
         self.best: float | None = state.get("best")
         self.elapsed: float = state.get("elapsed", 0.0)
+        self.eval_seconds: float = state.get("eval_seconds", 0.0)
         self.total_steps: int = config.total_steps
+        self.eval_options, self.on_evaluate = eval_options, on_evaluate
+        self.history: list[tuple[int, dict[str, Any]]] = []
+        self.stopped_early = False
         self._signal: str | None = None
+
+    @property
+    def train_seconds(self) -> float:
+        """Wall-clock seconds of training so far, evaluation time excluded (a benchmark's clock)."""
+        return self.elapsed - self.eval_seconds
 
     # ------------------------------------------------------------ the loop
     def fit(self) -> int:
@@ -108,7 +130,10 @@ class Trainer:
                     logger.log(step, scalars)
                     window, window_clock = _Window(step), now
                 if at(eval_every) and not stopping:
-                    self._evaluate(step, logger)
+                    eval_started = time.perf_counter()
+                    stopping = self._evaluate(step, logger)
+                    self.eval_seconds += time.perf_counter() - eval_started
+                    self.stopped_early = stopping
                 if at(checkpoint_every) or stopping:
                     self.elapsed = time.perf_counter() - started
                     self._save(step, self.run.last_checkpoint if self.run else None)
@@ -126,6 +151,7 @@ class Trainer:
             raise
         finally:
             self._restore_signal_handlers(previous_handlers)
+        self.elapsed = time.perf_counter() - started
         self.step = step
         logger.close()
         if self._signal is not None and step < self.total_steps:
@@ -152,18 +178,24 @@ class Trainer:
         return f"The last good checkpoint (step {saved}) is {self.run.last_checkpoint}."
 
     # ------------------------------------------------------------ evaluation and checkpoints
-    def _evaluate(self, step: int, logger: Logger) -> None:
+    def _evaluate(self, step: int, logger: Logger) -> bool:
+        """Evaluate on rank 0 (RNG isolated), record the results, keep best.pt; True to stop the run."""
+        stop = False
         if self.runtime.is_main:
             with self.runtime.isolated_rng():
-                results = self.algorithm.evaluate()
+                results = self.algorithm.evaluate(self.eval_options)
             logger.log(step, results)
+            self.history.append((step, results))
             key, mode = getattr(self.algorithm, "best_metric", None) or (None, None)
             if key in results:
                 value = to_float(results[key])
                 if math.isfinite(value) and (self.best is None or (value > self.best if mode == "max" else value < self.best)):
                     self.best = value
-                    self._save(step, self.run.best_checkpoint, collective=False)
+                    if self.run is not None:
+                        self._save(step, self.run.best_checkpoint, collective=False)
+            stop = bool(self.on_evaluate(step, results)) if self.on_evaluate is not None else False
         self.runtime.barrier()
+        return self.runtime.any_rank(stop) if self.runtime.distributed else stop
 
     def state(self, step: int, collective: bool = True) -> dict[str, Any]:
         """The checkpoint: it describes itself (algorithm, config, options) and holds all resume state."""
@@ -173,12 +205,14 @@ class Trainer:
             "step": step,
             "config": to_dict(self.config),
             "options": to_dict(self.options),
-            "trainer": {"best": self.best, "elapsed": self.elapsed},
+            "trainer": {"best": self.best, "elapsed": self.elapsed, "eval_seconds": self.eval_seconds},
             "runtime": self.runtime.state_dict(gather=collective),
             "algorithm": self.algorithm.state_dict() if self.runtime.is_main else None,
         }
 
     def _save(self, step: int, path, collective: bool = True) -> None:
+        if path is None and not self.runtime.distributed:
+            return                              # headless: nothing to write, no rank to join
         state = self.state(step, collective)   # every rank joins the RNG gather
         if self.runtime.is_main and path is not None:
             keep = (self.run.checkpoints / f"step-{step}.pt"
