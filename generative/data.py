@@ -184,15 +184,73 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_BATCHES = {"train": tuple(f"data_batch_{i}" for i in range(1, 6)), "test": ("test_batch",)}
 
 
+CIFAR_BATCH_SIZE, CIFAR_PIXELS = 10_000, 3 * 32 * 32
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch and nothing else: the only globals it resolves are the two numpy
+    constructors an array needs, so a file that names any other callable (``os.system``,
+    ``builtins.eval``, ...) is refused before anything runs."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}, which a CIFAR-10 batch never holds")
+        return {"_reconstruct": _reconstruct_array, "_frombuffer": _array_from_bytes, "ndarray": np.ndarray,
+                "dtype": _plain_dtype, "encode": _latin1_bytes}[name]
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """How pickle protocol 2 stores bytes written by Python 3; no other codec is accepted."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"it decodes bytes with the {encoding!r} codec")
+    return text.encode("latin1")
+
+
+def _reconstruct_array(subtype, shape, dtype):
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError("it builds an array of another type than numpy.ndarray")
+    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+
+
+def _array_from_bytes(buffer, dtype, shape, order):
+    """How pickle protocol 5 stores an array: its raw bytes, dtype, shape and memory order."""
+    return np.frombuffer(buffer, dtype=_plain_dtype(dtype)).reshape(shape, order=order)
+
+
+def _plain_dtype(spec, *args):
+    dtype = np.dtype(spec, *args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("it holds an array of Python objects")
+    return dtype
+
+
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python pickle batch -> (uint8 (N, 3, 32, 32), int64 (N,))."""
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")
+    """One CIFAR-10 python pickle batch -> (uint8 (N, 3, 32, 32), int64 (N,)), read so that it can never
+    run code (a restricted unpickler) and checked: 10,000 x 3,072 uint8 images, as many labels in 0-9."""
+    try:
+        with open(path, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except pickle.UnpicklingError as error:
+        raise LabError(f"refusing to read {path}: {error}.") from None
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+        raise LabError(f"{path} is not a readable CIFAR-10 python batch ({type(error).__name__}).") from None
+    if not isinstance(batch, dict):
+        raise LabError(f"{path} is not a CIFAR-10 python batch (it holds a {type(batch).__name__}, not a dict).")
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
-    if data is None or labels is None:
-        raise LabError(f"{path} is not a CIFAR-10 python batch (no data/labels entries).")
-    return np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (CIFAR_BATCH_SIZE, CIFAR_PIXELS):
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise LabError(f"{path} is not a CIFAR-10 python batch: its data must be uint8 "
+                       f"({CIFAR_BATCH_SIZE}, {CIFAR_PIXELS}), found {found}.")
+    if not isinstance(labels, list) or len(labels) != CIFAR_BATCH_SIZE or not all(
+            type(y) is int and 0 <= y < 10 for y in labels):
+        raise LabError(f"{path} is not a CIFAR-10 python batch: it must hold {CIFAR_BATCH_SIZE} labels, "
+                       "each an integer in 0-9.")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 
 def _cifar10(name: str, root: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

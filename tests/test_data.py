@@ -1,5 +1,6 @@
 """Data for the generative models: digits split, IDX/CIFAR readers on files written here, toys, batcher."""
 import gzip
+import os
 import pickle
 
 import numpy as np
@@ -66,21 +67,70 @@ def test_idx_reader_refuses_bad_magic(tmp_path):
         data.read_idx(tmp_path / "bad")
 
 
-def test_cifar_reader_parses_batches_written_here(tmp_path):
+def test_cifar_reader_parses_batches_written_here(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "CIFAR_BATCH_SIZE", 2)
     folder = tmp_path / data.CIFAR_FOLDER
     folder.mkdir()
     rng = np.random.default_rng(1)
     written = {}
     for name in data.CIFAR_BATCHES["train"] + data.CIFAR_BATCHES["test"]:
         images, labels = rng.integers(0, 256, (2, 3072), dtype=np.uint8), rng.integers(0, 10, 2).tolist()
-        with open(folder / name, "wb") as f:
-            pickle.dump({b"data": images, b"labels": labels}, f)
+        write_cifar_batch(folder / name, {b"data": images, b"labels": labels}, protocol=2 if "test" in name else 5)
         written[name] = images, labels
     test = data.load_images("cifar10", "test", data_dir=tmp_path)
     assert test.images.shape == (2, 3, 32, 32)
     expected = torch.from_numpy(written["test_batch"][0].reshape(2, 3, 32, 32)).float() / 255
     assert torch.allclose(test.images, expected) and test.labels.tolist() == written["test_batch"][1]
     assert len(data.load_images("cifar10", "train", data_dir=tmp_path).labels) == 10
+
+
+class _RunsCode:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def write_cifar_batch(path, payload, protocol: int = 2) -> None:
+    """Protocol 2, as the published batches (written by Python 2); newer protocols read the same."""
+    with open(path, "wb") as f:
+        pickle.dump(payload, f, protocol=protocol)
+
+
+@pytest.mark.parametrize("where", ["top", "in-dict", "as-label"])
+def test_a_cifar_batch_that_would_run_code_is_refused_and_the_code_never_runs(tmp_path, monkeypatch, where):
+    monkeypatch.setattr(data, "CIFAR_BATCH_SIZE", 2)
+    marker = tmp_path / "pwned"
+    attack = _RunsCode(f"touch {marker}")
+    images = np.zeros((2, 3072), np.uint8)
+    payload = {"top": attack, "in-dict": {b"data": images, b"labels": [0, 1], b"x": attack},
+               "as-label": {b"data": images, b"labels": [0, attack]}}[where]
+    write_cifar_batch(tmp_path / "data_batch_1", payload)
+    with pytest.raises(LabError, match="refusing to read .*posix.system|refusing to read .*os.system"):
+        data.read_cifar_batch(tmp_path / "data_batch_1")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("payload, problem", [
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, "labels"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, "labels"),
+    ({b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]}, "uint8"),
+    ({b"data": np.zeros((2, 1024), np.uint8), b"labels": [0, 1]}, "uint8"),
+    ({b"data": np.array([None, None], dtype=object), b"labels": [0, 1]}, "objects"),
+    ([1, 2, 3], "dict"),
+])
+def test_a_malformed_cifar_batch_gets_one_sentence(tmp_path, monkeypatch, payload, problem):
+    monkeypatch.setattr(data, "CIFAR_BATCH_SIZE", 2)
+    write_cifar_batch(tmp_path / "batch", payload)
+    with pytest.raises(LabError, match=problem):
+        data.read_cifar_batch(tmp_path / "batch")
+
+
+def test_random_bytes_as_a_cifar_batch_get_one_sentence(tmp_path):
+    (tmp_path / "batch").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(LabError, match="batch"):
+        data.read_cifar_batch(tmp_path / "batch")
 
 
 def test_missing_files_name_what_to_place_where(tmp_path):
@@ -147,3 +197,15 @@ def test_plots_return_images():
     picture = toy_scatter(toy.sample(100), toy, "ring8")
     assert picture.array.ndim == 3 and picture.array.shape[-1] == 3
     assert samples_grid(torch.rand(6, 1, 8, 8), nrow=3).array.shape == (1, 19, 28)
+
+
+def test_lab_train_on_a_poisoned_cifar_folder_exits_2_runs_nothing_and_leaves_no_run(tmp_path, lab):
+    folder = tmp_path / "data" / data.CIFAR_FOLDER
+    folder.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    for name in data.CIFAR_BATCHES["train"] + data.CIFAR_BATCHES["test"]:
+        write_cifar_batch(folder / name, {b"data": _RunsCode(f"touch {marker}"), b"labels": [0]})
+    result = lab("train", "vae", "--data", "cifar10", "--data-dir", tmp_path / "data", "--device", "cpu",
+                 "--run-dir", tmp_path / "run")
+    assert result.returncode == 2 and "refusing to read" in result.stderr
+    assert not marker.exists() and not (tmp_path / "run").exists()
