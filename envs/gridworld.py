@@ -22,6 +22,7 @@ import numpy as np
 
 from envs.tabular import Moves, TabularEnv, TabularMDP
 from lab.errors import LabError
+from lab.memory import require_memory
 
 ACTIONS = ("N", "E", "S", "W")
 ARROWS = {"N": "↑", "E": "→", "S": "↓", "W": "←"}
@@ -99,11 +100,16 @@ def load_map(path: Path) -> GridMap:
     return parse_map(text)
 
 
+GRID_BYTES_PER_STATE = 600
+"""A generous estimate of what solving a generated world holds per state (map, moves, sparse T, R, V, Q)."""
+
+
 def generate_map(size: int, seed: int = 0, wall_fraction: float = 0.1) -> GridMap:
     """A size × size world with random walls, a +1 terminal in the top-right corner, a -1 terminal below it,
     and the start in the bottom-left corner."""
     if not isinstance(size, (int, np.integer)) or size < 2:
         raise LabError(f"--size must be an integer >= 2, got {size}.")
+    require_memory(size * size * GRID_BYTES_PER_STATE, f"a {size}x{size} world", "lower --size")
     rng = np.random.default_rng(seed)
     walls = rng.random((size, size)) < wall_fraction
     terminal = np.zeros((size, size), bool)

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from lab.errors import LabError
+from lab.memory import require_memory
 
 Transitions = Union[np.ndarray, tuple]
 PROBABILITY_TOLERANCE = 1e-8
@@ -249,6 +250,12 @@ def random_mdp(n_states: int, n_actions: int, gamma: float = 0.95, successors: O
     ``successors`` is None) or to ``successors`` distinct random states (sparse), with random probabilities."""
     if n_states < 1 or n_actions < 1:
         raise LabError(f"a random MDP needs at least one state and one action, got {n_states} and {n_actions}.")
+    if successors is None:    # the dense T, a random draw of its size, and a solver's working copies
+        require_memory(n_states * n_states * n_actions * 3 * 8, f"a dense random MDP of {n_states:,} states",
+                       "lower --states or give --successors for a sparse one")
+    else:                     # CSR data and indices, the probabilities drawn, a solver's working copies
+        require_memory(n_states * n_actions * successors * 4 * 16, f"a random MDP of {n_states:,} states",
+                       "lower --states or --successors")
     rng = np.random.default_rng(seed)
     R = rng.random((n_states, n_actions))
     if successors is None:

@@ -22,6 +22,7 @@ import os
 import pickle
 import sys
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,19 +142,36 @@ IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 _TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 
 
+IDX_LIMIT = 2 * 10**9
+"""The largest IDX payload read (bytes); MNIST's largest file holds 47 MB."""
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file (gzipped when its name ends in .gz): magic 0x0000 0x08 ndim, big-endian dims, uint8."""
+    """Parse one IDX file (gzipped when its name ends in .gz): magic 0x0000 0x08 ndim, big-endian dims, uint8.
+
+    The header is checked before the payload is read, so a file that promises more than it holds (or
+    more than ``IDX_LIMIT``) is refused without inflating it.
+    """
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise LabError(f"{path} is not an IDX file of unsigned bytes (bad magic number {raw[:4].hex()}).")
-    ndim = raw[3]
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(bytearray(raw), dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != math.prod(dims):
-        raise LabError(f"{path} is truncated: its header promises {math.prod(dims)} bytes, it holds {data.size}.")
-    return data.reshape(dims)
+    try:
+        with opener(path, "rb") as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 4:
+                raise LabError(f"{path} is not an IDX file of unsigned bytes (bad magic number {magic.hex()}).")
+            header = f.read(4 * magic[3])
+            if len(header) < 4 * magic[3]:
+                raise LabError(f"{path} is truncated inside its IDX header.")
+            dims = tuple(int.from_bytes(header[4 * i: 4 * i + 4], "big") for i in range(magic[3]))
+            size = math.prod(dims)
+            if size > IDX_LIMIT:
+                raise LabError(f"{path} has an implausible IDX header: dimensions {dims} ({size:,} bytes).")
+            raw = f.read(size + 1)
+    except (OSError, EOFError, zlib.error) as error:   # gzip.BadGzipFile is an OSError
+        raise LabError(f"{path} is unreadable or not valid gzip ({type(error).__name__}).") from None
+    if len(raw) != size:
+        raise LabError(f"{path} does not match its header: it promises {size:,} bytes of data and holds "
+                       f"{'more' if len(raw) > size else f'{len(raw):,}'}.")
+    return np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(dims)
 
 
 def _idx_dirs(name: str, root: Path) -> list[Path]:
@@ -174,8 +192,13 @@ def _idx_set(name: str, root: Path, split: str) -> tuple[np.ndarray, np.ndarray]
     if None in paths:
         raise LabError(missing_message(name, root))
     images, labels = read_idx(paths[0]), read_idx(paths[1])
-    if images.ndim != 3 or labels.shape != images.shape[:1]:
+    expected = NATIVE_SHAPE[name][1:]
+    if images.ndim != 3 or images.shape[1:] != expected:
+        raise LabError(f"{paths[0]} holds images of shape {images.shape[1:]}; {name} images are {expected[0]}x{expected[1]}.")
+    if labels.ndim != 1 or labels.shape != images.shape[:1]:
         raise LabError(f"{paths[0]} and {paths[1]} do not match: images {images.shape}, labels {labels.shape}.")
+    if labels.size and labels.max() >= NUM_CLASSES[name]:
+        raise LabError(f"{paths[1]} holds label {labels.max()}; {name} labels are 0-{NUM_CLASSES[name] - 1}.")
     return images[:, None], labels.astype(np.int64)
 
 

@@ -1,14 +1,18 @@
-"""Atomic checkpoint files that load without executing code.
+"""Atomic, checksummed checkpoint files that load without executing code.
 
-``save`` writes to a hidden temporary file in the same folder, fsyncs it and renames it over the
-target, so a crash mid-write leaves the previous checkpoint intact. ``load`` uses
-``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused.
+``save`` refuses a state whose floating-point tensors are not all finite (a diverged model is never
+written), stores a SHA-256 checksum of the payload, writes to a hidden temporary file in the same
+folder, fsyncs it and renames it over the target, so a crash or a full disk mid-write leaves the
+previous checkpoint intact. ``load`` uses ``torch.load(weights_only=True)`` (a file that needs
+arbitrary unpickling is refused), verifies the checksum and the checkpoint's layout, and turns every
+way a file can be wrong into one ``LabError`` sentence naming the file.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
-import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,50 @@ import torch
 
 from lab.errors import LabError
 
-FORMAT = "lab-checkpoint-v1"
+FORMAT = "lab-checkpoint-v2"
+_UNCHECKED_FORMAT = "lab-checkpoint-v1"
+"""Written before checksums existed: still loaded, without the integrity check."""
+REQUIRED = {"algo": str, "step": int, "config": dict, "options": dict, "trainer": dict, "runtime": dict}
+
+
+class NonFiniteState(LabError):
+    """A state to be saved (or loaded for use) holds NaN or infinite values."""
+
+
+def leaves(value: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """Every leaf of a nested dict / list / tuple as (dotted path, value), in a fixed order."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from leaves(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from leaves(item, f"{path}[{index}]")
+    else:
+        yield path, value
+
+
+def first_non_finite(state: Any) -> str | None:
+    """The path of the first floating-point tensor holding a NaN or an infinity, else None."""
+    for path, value in leaves(state):
+        if (isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel()
+                and not bool(torch.isfinite(value).all())):
+            return path
+    return None
+
+
+def checksum(state: Any) -> str:
+    """SHA-256 over the structure and the raw bytes of every tensor (no copy for contiguous CPU ones)."""
+    digest = hashlib.sha256()
+    for path, value in leaves(state):
+        digest.update(path.encode())
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach().to("cpu").contiguous()
+            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+            if tensor.numel():
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+        else:
+            digest.update(repr(value).encode())
+    return digest.hexdigest()
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -31,29 +78,38 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def save(state: dict[str, Any], path: Path, keep_copy_as: Path | None = None) -> None:
-    """Write ``state`` to ``path`` atomically; optionally hard-link the same bytes to ``keep_copy_as``."""
+    """Write ``state`` to ``path`` atomically; optionally hard-link the same bytes to ``keep_copy_as``.
+
+    Refuses (``NonFiniteState``) a state whose ``algorithm`` part holds NaN or infinite values.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    bad = first_non_finite(state.get("algorithm"))
+    if bad is not None:
+        raise NonFiniteState(f"algorithm.{bad} holds NaN or infinite values at step {state.get('step')}")
+    payload = {**state, "format": FORMAT}
+    payload["checksum"] = checksum(payload)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
-            torch.save(state, f)
+            torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        if keep_copy_as is not None:
+            keep_copy_as = Path(keep_copy_as)
+            keep_copy_as.unlink(missing_ok=True)
+            os.link(path, keep_copy_as)
+    except (OSError, RuntimeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed (disk full?)"
+        raise LabError(f"cannot write the checkpoint {path}: {reason}; the previous one is intact.") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    if keep_copy_as is not None:
-        keep_copy_as = Path(keep_copy_as)
-        if keep_copy_as.exists():
-            keep_copy_as.unlink()
-        os.link(path, keep_copy_as)
+        tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
 def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``save`` onto the CPU, refusing anything that needs code to unpickle."""
+    """Load a checkpoint written by ``save`` onto the CPU: code-free, checksum verified, layout checked."""
     path = Path(path)
     if not path.is_file():
         raise LabError(f"no checkpoint at {path}.")
@@ -63,10 +119,22 @@ def load(path: Path) -> dict[str, Any]:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise LabError(f"refusing to load {path}: it holds objects that need arbitrary code to unpickle "
                        f"({first_line[:160]}).") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+    except MemoryError:
+        raise LabError(f"checkpoint {path} is corrupt: it asks for more memory than this machine has.") from None
+    except Exception as error:  # an untrusted file can fail torch's reader in any way: one sentence for all
         raise LabError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}).") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in (FORMAT, _UNCHECKED_FORMAT):
         raise LabError(f"{path} is not a lab checkpoint (format {FORMAT!r} expected).")
+    if state["format"] == FORMAT:
+        stored = state.pop("checksum", None)
+        if stored != checksum(state):
+            raise LabError(f"checkpoint {path} is corrupt: its contents do not match their checksum "
+                           "(the file was changed or damaged after it was written).")
+    for key, kind in REQUIRED.items():
+        if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
+            raise LabError(f"checkpoint {path} is malformed: {key!r} is missing or not a {kind.__name__}.")
+    if state["step"] < 0:
+        raise LabError(f"checkpoint {path} is malformed: its step is {state['step']}.")
     return state
 
 

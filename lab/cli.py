@@ -17,7 +17,7 @@ import importlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Generic, Literal, Optional, TypeVar
+from typing import Generic, Literal, Optional, TypeVar
 
 import tyro
 
@@ -140,8 +140,18 @@ def _run_command(argv: list[str], verb: str, options_attr: str, doc: str):
 
 def cmd_eval(argv: list[str]) -> int:
     args, options = _run_command(argv, "eval", "EvalOptions", "Evaluate a run's checkpoint; results join its metrics.")
-    from lab.session import dump_json, evaluate, format_table
-    result = evaluate(args.run_dir, options, args.checkpoint, args.device)
+    from lab.session import ResultsNotRecorded, evaluate, scalars
+    try:
+        result = evaluate(args.run_dir, options, args.checkpoint, args.device)
+    except ResultsNotRecorded as error:     # the numbers were computed: show them before the error line
+        _print_eval({"step": error.step, "metrics": scalars(error.results), "files": []}, args)
+        raise
+    _print_eval(result, args)
+    return 0
+
+
+def _print_eval(result: dict, args) -> None:
+    from lab.session import dump_json, format_table
     if args.json:
         print(dump_json(result))
     else:
@@ -149,7 +159,6 @@ def cmd_eval(argv: list[str]) -> int:
         print(format_table(result["metrics"]))
         for path in result["files"]:
             print(f"wrote {path}")
-    return 0
 
 
 def cmd_sample(argv: list[str]) -> int:

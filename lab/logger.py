@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from lab.errors import LabError
 from lab.media import Arrays, Image, Video
 from lab.rundir import RunDir
 
@@ -31,18 +33,55 @@ def to_float(value: Any) -> float:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All rows of a metrics.jsonl (an empty list when there is none yet); skips a torn last line."""
-    rows = []
+    """All rows of a metrics.jsonl (an empty list when there is none yet).
+
+    A torn last line (a kill or a full disk mid-write) is skipped; any other line that is not a JSON
+    object with an integer ``step`` is one ``LabError`` sentence naming the file and the line.
+    """
     try:
-        lines = Path(path).read_text().splitlines()
+        text = Path(path).read_bytes().decode("utf-8", errors="replace")
     except FileNotFoundError:
-        return rows
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+        return []
+    except OSError as error:
+        raise LabError(f"cannot read {path}: {error.strerror}.") from None
+    complete = text.split("\n")[:-1]             # text after the last newline was never finished
+    rows = []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
             continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise LabError(f"{path} is corrupt: line {number} is not JSON.") from None
+        if not isinstance(row, dict) or type(row.get("step")) is not int:
+            raise LabError(f"{path} is corrupt: line {number} is not a metrics row with an integer step.")
+        rows.append(row)
     return rows
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut an unfinished last line (a kill or a full disk mid-write) so the next row starts cleanly."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return
+    if data and not data.endswith(b"\n"):
+        os.truncate(path, data.rfind(b"\n") + 1)
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Write a file through a temporary file, fsync and rename: a kill leaves the old or the new file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as error:
+        raise LabError(f"cannot write {path}: {error.strerror}.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class Logger:
@@ -58,6 +97,10 @@ class Logger:
         self._last_print = -math.inf
         if run is None:
             return
+        try:
+            _drop_torn_tail(run.metrics_file)
+        except OSError as error:
+            raise LabError(f"cannot repair {run.metrics_file}: {error.strerror}.") from None
         existing = read_metrics(run.metrics_file)
         for row in existing:
             self._columns += [k for k in row if k not in self._columns]
@@ -82,9 +125,12 @@ class Logger:
         written = [self._save_media(step, k, v) for k, v in metrics.items() if isinstance(v, MEDIA)]
         if scalars:
             row = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in scalars.items()}}
-            with open(self.run.metrics_file, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            self._write_csv(row)
+            try:
+                with open(self.run.metrics_file, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                self._write_csv(row)
+            except OSError as error:
+                raise LabError(f"cannot append to {self.run.metrics_file}: {error.strerror}.") from None
             if self._tb is not None:
                 for key, value in scalars.items():
                     self._tb.add_scalar(key, value, step)
@@ -101,7 +147,10 @@ class Logger:
         name, copy = base, 2
         while any(folder.glob(f"{name}.*")):   # never overwrite: a later `lab sample` gets its own file
             name, copy = f"{base}-{copy}", copy + 1
-        path = value.save(folder / name)
+        try:
+            path = value.save(folder / name)
+        except OSError as error:
+            raise LabError(f"cannot write {folder / name}: {error.strerror}.") from None
         if self._tb is not None and isinstance(value, Image):
             from lab.media import _to_uint8_hwc
             self._tb.add_image(key, _to_uint8_hwc(value.array), step, dataformats="HWC")
@@ -122,18 +171,20 @@ class Logger:
         rows = read_metrics(self.run.metrics_file)
         for row in rows:
             self._columns += [k for k in row if k not in self._columns]
-        with open(self.run.path / "metrics.csv", "w", newline="") as f:
+
+        def write(f) -> None:
             writer = csv.DictWriter(f, fieldnames=self._columns)
             writer.writeheader()
             writer.writerows(rows)
+        _replace_atomically(self.run.path / "metrics.csv", write)
 
     def truncate_after(self, step: int) -> int:
-        """Drop rows logged after ``step`` (work a resume redoes); returns how many were dropped."""
+        """Drop rows logged after ``step`` (work a resume redoes); returns how many were dropped. The log
+        is replaced atomically: a kill mid-rewrite leaves the old or the new one, whole."""
         rows = read_metrics(self.run.metrics_file)
-        kept = [r for r in rows if r.get("step", 0) <= step]
+        kept = [r for r in rows if r["step"] <= step]
         if len(kept) != len(rows):
-            with open(self.run.metrics_file, "w") as f:
-                f.writelines(json.dumps(r) + "\n" for r in kept)
+            _replace_atomically(self.run.metrics_file, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept))
             self.rewrite_csv()
         return len(rows) - len(kept)
 

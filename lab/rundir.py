@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -24,6 +26,7 @@ from typing import Any
 from lab.errors import LabError
 
 SUBFOLDERS = ("checkpoints", "samples", "videos", "plots")
+LOCK_FILE = ".lock"
 _LIBRARIES = ("torch", "numpy", "gymnasium", "ale-py", "scipy", "matplotlib", "tyro")
 
 
@@ -59,6 +62,7 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock_fd: int | None = None
 
     # ------------------------------------------------------------ layout
     @property
@@ -98,10 +102,8 @@ class RunDir:
 
     @classmethod
     def create(cls, path: Path, config: dict[str, Any]) -> "RunDir":
-        """Make the folder (it must not hold a run already) and write config.json."""
+        """Make the folder (it must not hold a run already), take its lock and write config.json."""
         path = Path(path)
-        if (path / "config.json").exists():
-            raise LabError(f"{path} already holds a run; continue it with `lab resume {path}` or pick another folder.")
         if path.exists() and not path.is_dir():
             raise LabError(f"{path} exists and is not a folder.")
         try:
@@ -111,6 +113,11 @@ class RunDir:
         except OSError as error:
             raise LabError(f"cannot create the run folder {path}: {error.strerror}.") from None
         run = cls(path)
+        run.lock()
+        if run.config_file.exists():
+            run.unlock()
+            raise LabError(f"{path} already holds a run; continue it with `lab resume {path}` (a run that never "
+                           "wrote a checkpoint starts over) or pick another folder.")
         payload = dict(config)
         payload.update(versions=library_versions(), git_commit=git_commit(),
                        created=dt.datetime.now().isoformat(timespec="seconds"),
@@ -130,26 +137,99 @@ class RunDir:
         run.read_config()
         return run
 
+    # ------------------------------------------------------------ one writer
+    def lock(self) -> None:
+        """Become the folder's only writer (an OS lock on RUN/.lock, released when this process ends,
+        however it ends); refused in one sentence naming the process that holds it."""
+        if self._lock_fd is not None:
+            return
+        lock_path = self.path / LOCK_FILE
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise LabError(f"cannot lock the run folder {self.path}: {error.strerror}.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise LabError(f"cannot lock the run folder {self.path}: {error.strerror}.") from None
+            raise LabError(f"{self.path} is in use by process {holder} (training, resuming or recording an "
+                           "evaluation); wait for it to finish or stop it first.") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError:
+            pass                  # a read-only or full disk: the lock itself still holds
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def is_locked_by_another(self) -> bool:
+        """Whether a live process other than this one holds the folder's lock."""
+        if self._lock_fd is not None:
+            return False
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+
     # ------------------------------------------------------------ files
     def read_config(self) -> dict[str, Any]:
+        """config.json as a dict; one sentence for a file that is unreadable, not JSON or not an object."""
         try:
-            return json.loads(self.config_file.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            payload = json.loads(self.config_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise LabError(f"{self.config_file} is unreadable or corrupt ({type(error).__name__}).") from None
+        if not isinstance(payload, dict):
+            raise LabError(f"{self.config_file} is corrupt: it holds a JSON {type(payload).__name__}, not an object.")
+        for key in ("config", "options"):
+            if key in payload and not isinstance(payload[key], dict):
+                raise LabError(f"{self.config_file} is corrupt: its {key!r} entry is not an object.")
+        if "algo" in payload and not isinstance(payload["algo"], str):
+            raise LabError(f"{self.config_file} is corrupt: its 'algo' entry is not a name.")
+        return payload
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
-        """Write a small JSON file atomically (temporary file + rename)."""
+        """Write a small JSON file atomically (temporary file + rename); one sentence if the disk refuses."""
         target = self.path / name
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        os.replace(tmp, target)
+        try:
+            tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+            os.replace(tmp, target)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            raise LabError(f"cannot write {target}: {error.strerror}.") from None
 
     def write_status(self, state: str, step: int, message: str = "") -> None:
-        self.write_json("status.json", {"state": state, "step": step, "message": message,
-                                        "time": dt.datetime.now().isoformat(timespec="seconds")})
+        """Best effort: a full or read-only disk must not hide the error that is being reported."""
+        try:
+            self.write_json("status.json", {"state": state, "step": step, "message": message, "pid": os.getpid(),
+                                            "time": dt.datetime.now().isoformat(timespec="seconds")})
+        except LabError:
+            pass
 
     def status(self) -> dict[str, Any]:
+        """status.json; a run that says "running" while no process holds its lock is reported "dead"."""
         try:
-            return json.loads((self.path / "status.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            status = json.loads((self.path / "status.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return {}
+        if not isinstance(status, dict):
+            return {}
+        if status.get("state") == "running" and not self.is_locked_by_another():
+            status["state"] = "dead"
+            status["message"] = (f"the process training it ended without a word (killed?) near step "
+                                 f"{status.get('step')}; continue with `lab resume {self.path}`.")
+        return status

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,9 @@ def train(algo: str, config: Any, options: RunOptions) -> tuple[int, Path | None
     """Build the algorithm (bad input fails before any folder exists), create the run folder, train."""
     _, module = registry.get(algo)
     runtime = Runtime(options)
+    run = None
     try:
         algorithm = module.Algorithm(config, runtime)
-        run = None
         if runtime.is_main:
             path = options.run_dir or RunDir.default_path(options.runs_dir, algo, run_label(config), options.seed)
             run = RunDir.create(path, {"algo": algo, "config": to_dict(config), "options": to_dict(options)})
@@ -39,6 +40,8 @@ def train(algo: str, config: Any, options: RunOptions) -> tuple[int, Path | None
         return status, run.path if run else None
     finally:
         _close(locals().get("algorithm"))
+        if run is not None:
+            run.unlock()
         runtime.close()
 
 
@@ -70,24 +73,32 @@ def _close(algorithm: Any) -> None:
         close()
 
 
-def load_run(path: Path, which: str = "last") -> tuple[RunDir, dict, Any, Any, RunOptions, dict]:
-    """Open a run folder and its checkpoint: (run, saved config.json, module, config, options, checkpoint)."""
+def load_run(path: Path, which: str = "last", lock: bool = False) -> tuple[RunDir, dict, Any, Any, RunOptions, dict | None]:
+    """Open a run folder and its checkpoint: (run, saved config.json, module, config, options, checkpoint).
+
+    The checkpoint is None only for ``which="last"`` when the run never wrote one (a resume starts it
+    over). ``lock=True`` makes this process the folder's only writer first.
+    """
     run = RunDir.open(path)
+    if lock:
+        run.lock()
     saved = run.read_config()
     if "algo" not in saved or "config" not in saved:
         raise LabError(f"{run.config_file} is missing the algorithm or its config; is {path} a lab run?")
     _, module = registry.get(saved["algo"])
-    config = from_dict(module.Config, saved["config"])
-    options = from_dict(RunOptions, saved.get("options", {}))
+    config = _config_from(module.Config, saved["config"], run.config_file)
+    options = _config_from(RunOptions, saved.get("options", {}), run.config_file)
     ckpt_path = {"last": run.last_checkpoint, "best": run.best_checkpoint}.get(which, Path(which))
     if which == "best" and not ckpt_path.exists():
         ckpt_path = run.last_checkpoint
-    if not ckpt_path.exists():
+    if not ckpt_path.exists() and not ckpt_path.is_symlink():
+        if which == "last" and lock:
+            return run, saved, module, config, options, None
         raise LabError(f"{path} has no checkpoint yet ({ckpt_path.name} is missing); nothing to load.")
     state = checkpoint.load(ckpt_path)
     if state["algo"] != saved["algo"]:
         raise LabError(f"{ckpt_path} belongs to {state['algo']!r} but {run.config_file} says {saved['algo']!r}.")
-    saved_in_ckpt = from_dict(module.Config, state["config"])
+    saved_in_ckpt = _config_from(module.Config, state["config"], ckpt_path)
     changed = [d for d in differences(saved_in_ckpt, config) if not d.startswith("--total-steps ")]
     if changed:
         raise LabError(f"{run.config_file} and {ckpt_path.name} disagree ({'; '.join(changed)}); "
@@ -95,37 +106,73 @@ def load_run(path: Path, which: str = "last") -> tuple[RunDir, dict, Any, Any, R
     return run, saved, module, config, options, state
 
 
-def resume(path: Path, total_steps: int | None = None, device: str | None = None) -> int:
-    """Continue a run from checkpoints/last.pt, exactly where it left off."""
-    run, saved, module, config, options, state = load_run(path, "last")
-    if total_steps is not None:
-        config = dataclasses.replace(config, total_steps=total_steps)
-    if device is not None:
-        options = dataclasses.replace(options, device=device)
-    step = state["step"]
-    if step >= config.total_steps:
-        raise LabError(f"{path} is already at step {step} of {config.total_steps}; "
-                       f"pass --total-steps larger than {step} to train further.")
-    runtime = Runtime(options)
+def _config_from(cls: type, data: dict, source: Path) -> Any:
+    """A config dataclass from saved values; a wrongly typed value is one sentence naming the file."""
     try:
-        algorithm = module.Algorithm(config, runtime)
+        return from_dict(cls, data)
+    except LabError as error:
+        raise LabError(f"{source}: {error}") from None
+    except (TypeError, ValueError, AttributeError) as error:
+        raise LabError(f"{source} holds a {cls.__name__} with wrongly typed values ({error}).") from None
+
+
+def _load_algorithm_state(algorithm: Any, state: dict, ckpt_name: str, for_use: bool) -> None:
+    """Restore an algorithm's state; a checkpoint whose contents do not fit it is one sentence."""
+    if not isinstance(state.get("algorithm"), dict):
+        raise LabError(f"checkpoint {ckpt_name} is malformed: it holds no algorithm state.")
+    bad = checkpoint.first_non_finite(state["algorithm"]) if for_use else None
+    if bad is not None:
+        raise LabError(f"checkpoint {ckpt_name} holds NaN or infinite weights ({bad}); "
+                       "it cannot be evaluated or sampled from.")
+    try:
         algorithm.load_state_dict(state["algorithm"])
-        runtime.load_state_dict(state["runtime"])
-        if runtime.is_main:
-            checkpoint.remove_stale_temporaries(run.checkpoints)
-            dropped = Logger(run, progress=False).truncate_after(step)
-            if config.total_steps != saved["config"].get("total_steps"):
-                saved["config"]["total_steps"] = config.total_steps
-            saved.setdefault("resumed", []).append({"from_step": step, "total_steps": config.total_steps})
-            run.write_json("config.json", saved)
-            if dropped:
-                print(f"dropped {dropped} metric rows logged after step {step} (that work is redone now)")
-        trainer = Trainer(saved["algo"], config, options, runtime, algorithm,
-                          run if runtime.is_main else None, start_step=step, trainer_state=state["trainer"])
-        return trainer.fit()
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise LabError(f"checkpoint {ckpt_name} does not fit this algorithm and config ({detail}).") from None
+
+
+def resume(path: Path, total_steps: int | None = None, device: str | None = None) -> int:
+    """Continue a run from checkpoints/last.pt, exactly where it left off (from the start if it has none)."""
+    run, saved, module, config, options, state = load_run(path, "last", lock=_is_main_process())
+    try:
+        if total_steps is not None:
+            config = dataclasses.replace(config, total_steps=total_steps)
+        if device is not None:
+            options = dataclasses.replace(options, device=device)
+        step = state["step"] if state is not None else 0
+        if step >= config.total_steps:
+            raise LabError(f"{path} is already at step {step} of {config.total_steps}; "
+                           f"pass --total-steps larger than {step} to train further.")
+        runtime = Runtime(options)
+        try:
+            algorithm = module.Algorithm(config, runtime)
+            if state is not None:
+                _load_algorithm_state(algorithm, state, str(run.last_checkpoint), for_use=False)
+                runtime.load_state_dict(state["runtime"])
+            if runtime.is_main:
+                checkpoint.remove_stale_temporaries(run.checkpoints)
+                dropped = Logger(run, progress=False).truncate_after(step)
+                if config.total_steps != saved["config"].get("total_steps"):
+                    saved["config"]["total_steps"] = config.total_steps
+                saved.setdefault("resumed", []).append({"from_step": step, "total_steps": config.total_steps})
+                run.write_json("config.json", saved)
+                if state is None:
+                    print(f"{path} never wrote a checkpoint: starting it over from step 0")
+                elif dropped:
+                    print(f"dropped {dropped} metric rows logged after step {step} (that work is redone now)")
+            trainer = Trainer(saved["algo"], config, options, runtime, algorithm,
+                              run if runtime.is_main else None, start_step=step,
+                              trainer_state=state["trainer"] if state is not None else None)
+            return trainer.fit()
+        finally:
+            _close(locals().get("algorithm"))
+            runtime.close()
     finally:
-        _close(locals().get("algorithm"))
-        runtime.close()
+        run.unlock()
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _restore(run_path: Path, which: str, device: str | None):
@@ -133,33 +180,54 @@ def _restore(run_path: Path, which: str, device: str | None):
     options = dataclasses.replace(options, device=device or options.device, compile=False)
     runtime = Runtime(options)
     algorithm = module.Algorithm(config, runtime)
-    algorithm.load_state_dict(state["algorithm"])
+    _load_algorithm_state(algorithm, state, which if which not in ("best", "last") else f"{which}.pt", for_use=True)
     return run, saved, module, runtime, algorithm, state["step"]
+
+
+class ResultsNotRecorded(LabError):
+    """Evaluation or sampling worked, but its results could not be written into the run folder."""
+
+    def __init__(self, message: str, step: int, results: dict[str, Any]):
+        super().__init__(message)
+        self.step, self.results = step, results
 
 
 def _call_on_checkpoint(run_path: Path, method: str, options: Any, which: str, device: str | None
                         ) -> tuple[int, dict[str, Any], list[Path]]:
     """Restore a checkpoint, call ``algorithm.<method>(options)`` with the training RNG untouched, and
-    record what it returns in the run folder: (step, results, media files written)."""
+    record what it returns in the run folder (as its only writer): (step, results, media files written).
+    Raises ``ResultsNotRecorded`` (carrying the results) when the folder cannot take them."""
     run, saved, module, runtime, algorithm, step = _restore(run_path, which, device)
     try:
         if not hasattr(algorithm, method):
             raise LabError(f"{saved['algo']} runs do not generate samples; `lab sample` takes a generative run.")
         with runtime.isolated_rng():
             results = getattr(algorithm, method)(options)
-        logger = Logger(run, progress=False)
-        written = logger.log(step, results)
-        logger.close()
-        return step, results, written
     finally:
         _close(algorithm)
+        runtime.close()
+    try:
+        run.lock()
+        logger = Logger(run, progress=False)
+        try:
+            written = logger.log(step, results)
+        finally:
+            logger.close()
+    except LabError as error:
+        raise ResultsNotRecorded(f"the results were not recorded in {run.path}: {error}", step, results) from None
+    finally:
+        run.unlock()
+    return step, results, written
+
+
+def scalars(results: dict[str, Any]) -> dict[str, float]:
+    return {k: to_float(v) for k, v in results.items() if not isinstance(v, (Image, Video, Arrays))}
 
 
 def evaluate(run_path: Path, options: Any = None, which: str = "best", device: str | None = None) -> dict[str, Any]:
     """Evaluate a run's checkpoint; the results are appended to its metrics and media written."""
     step, results, written = _call_on_checkpoint(run_path, "evaluate", options, which, device)
-    scalars = {k: to_float(v) for k, v in results.items() if not isinstance(v, (Image, Video, Arrays))}
-    return {"step": step, "metrics": scalars, "files": [str(p) for p in written]}
+    return {"step": step, "metrics": scalars(results), "files": [str(p) for p in written]}
 
 
 def sample(run_path: Path, options: Any = None, which: str = "best", device: str | None = None) -> list[str]:

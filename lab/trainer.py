@@ -139,7 +139,7 @@ class Trainer:
                     self._save(step, self.run.last_checkpoint if self.run else None)
                 if stopping:
                     break
-        except NonFiniteMetric as error:
+        except (NonFiniteMetric, checkpoint.NonFiniteState) as error:
             self._fail(logger, step, f"{error}; stopped without saving it. "
                                      f"{self._last_good_hint()}")
         except LabError as error:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lab import Arrays, Image
 from lab.config import in_range, non_negative, one_of, positive, require
 from lab.media import image_grid
+from lab.memory import require_batch
 from lab.runtime import Runtime
 from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, load_images,
                              toy_distribution)
@@ -109,6 +110,10 @@ class Config:
                 f"--width times every --channel-mults entry must be a multiple of 8, got {self.width} x {self.channel_mults}.")
         is_toy = self.data in TOY_DATASETS
         require(not (self.conditional and is_toy), f"--conditional needs labelled image data; {self.data} has no labels.")
+        require(not (is_toy and self.image_size is not None),
+                f"--image-size applies to image data; {self.data} is a 2-D toy.")
+        if is_toy:   # activations of the residual MLP, forward and backward
+            require_batch(self.batch, 8 * 4 * self.mlp_width * self.mlp_depth, "--batch-size")
         if not is_toy:
             size = self.resolution
             levels = 2 ** (len(self.channel_mults) - 1)
@@ -269,6 +274,7 @@ class Algorithm:
         """n samples from the EMA model (images in [0, 1], toys as points), in batches of ``batch``;
         returns (samples, frames of sample 0 from x_T to x_0 mapped like the samples, or None)."""
         T = self.schedule.num_steps
+        require_batch(n, 3 * 4 * math.prod(self.shape), "--n", self.rt.device)   # samples, host copy, media
         require(steps <= T, f"--steps must be at most the run's {T} diffusion steps, got {steps}.")
         steps = steps or (T if sampler == "ddpm" else min(50, T))
         device = self.rt.device

@@ -22,6 +22,7 @@ from typing import Optional
 import torch
 
 from lab import Arrays, Image, Video
+from lab.memory import require_batch
 from lab.config import in_range, non_negative, one_of, positive, require
 from lab.runtime import Runtime
 from generative.data import (DATASETS, IMAGE_DATASETS, TOY_DATASETS, BatchIterator, check_dataset, load_images,
@@ -117,6 +118,8 @@ class Config:
                 in_range(self, name, 0.0, 0.9999)
         require(not (self.conditional and self.data in TOY_DATASETS),
                 f"--conditional needs labelled images; {self.data} is a 2-D toy without classes.")
+        if self.data in TOY_DATASETS:   # activations of both MLPs, forward and backward
+            require_batch(self.batch_size, 8 * 4 * self.hidden * self.depth, "--batch-size")
         if self.image_size is not None:
             require(self.data in IMAGE_DATASETS, f"--image-size applies to image data, not {self.data}.")
             require(self.image_size in (8, 16, 28, 32),
@@ -204,6 +207,7 @@ class Algorithm:
             images = load_images(config.data, "train", config.data_dir, config.image_size)
             self.num_classes = images.num_classes if config.conditional else 0
             channels, size = images.images.shape[1], images.images.shape[-1]
+            self.pixels = size * size
             self.batches = BatchIterator(images.images * 2 - 1, images.labels, batch_size=config.batch_size,
                                          seed=runtime.rank_seed + 1, device=device)
             generator = DCGANGenerator(config.z_dim, config.channels, size, channels, self.num_classes)
@@ -358,6 +362,9 @@ class Algorithm:
             require(self.num_classes > 0, "--label needs a conditional run (trained with --conditional).")
             require(0 <= options.label < self.num_classes,
                     f"--label must be in [0, {self.num_classes - 1}], got {options.label}.")
+        # the generator's activations for all n at once: about hidden x depth (toys) or channels x pixels floats
+        per_sample = self.config.hidden * self.config.depth if self.toy else self.config.channels * self.pixels
+        require_batch(options.n, 4 * 4 * per_sample, "--n", self.rt.device)
         rng = torch.Generator(self.rt.device).manual_seed(options.seed)
         z = truncated_normal((options.n, self.config.z_dim), options.truncation, rng, self.rt.device)
         labels = self._labels(options.n, options.label)

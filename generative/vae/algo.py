@@ -21,6 +21,7 @@ scores of generative.metrics. One step is one optimizer step on a minibatch.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -33,6 +34,7 @@ from generative.vae.bound import free_bits_kl
 from generative.vae.likelihoods import LIKELIHOODS, make_likelihood
 from generative.vae.model import VAE, log_likelihood_bounds
 from generative.vae.nets import make_networks
+from lab.memory import require_batch
 from lab.config import non_negative, one_of, positive
 from lab.media import Arrays
 from lab.runtime import Runtime
@@ -259,6 +261,8 @@ class Algorithm:
     @torch.no_grad()
     def sample(self, options: SampleOptions | None = None) -> dict:
         options = options or SampleOptions()
+        # decoder activations for all n at once: about conv channels x pixels floats per sample
+        require_batch(options.n, 4 * 4 * self.config.conv_channels * math.prod(self.shape), "--n", self.rt.device)
         self.model.eval()
         images = self.model.sample(options.n, torch.Generator(self.rt.device).manual_seed(options.seed))
         return {"samples/grid": samples_grid(_enlarged(images)), "samples/images": Arrays({"images": images})}

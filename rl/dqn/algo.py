@@ -26,9 +26,9 @@ from torch import nn
 from envs.make import finished_episodes, is_atari, make_vector_env
 from lab.config import in_range, non_negative, one_of, positive, require
 from lab.errors import LabError
-from lab.media import Video
 from lab.runtime import Runtime
-from rl.dqn.replay import GiB, ReplayBuffer, available_memory, make_replay_buffer
+from lab.memory import available_memory
+from rl.dqn.replay import GiB, ReplayBuffer, make_replay_buffer
 from rl.evaluation import record_video, run_episodes
 from rl.nets import trunk_for
 

@@ -25,13 +25,13 @@ uniform over the stored transitions). Optional n-step returns are assembled at s
 from __future__ import annotations
 
 import math
-import os
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from lab.errors import LabError
+from lab.memory import require_memory
 
 GiB = 1024**3
 
@@ -43,24 +43,6 @@ class Batch(NamedTuple):
     discounts: torch.Tensor    # (B,) float32: gamma^n, or 0 after a termination
     next_obs: torch.Tensor     # (B, *obs_shape): the observation to bootstrap from
     weights: torch.Tensor      # (B,) float32: 1 for every sampled transition (0 only if rejection ran short)
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes that can be allocated on ``device`` now (MemAvailable on Linux hosts)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
 
 
 class ReplayBuffer:
@@ -82,11 +64,8 @@ class ReplayBuffer:
             raise LabError(f"--buffer-size {capacity} leaves {self.slots} slots per environment; it needs more "
                            f"than {frame_stack + n_step + 1} (frame stack + n-step + 1).")
         self.generator = generator or torch.Generator(self.device)
-        needed = self.nbytes_for(capacity, num_envs, self.frame_shape, obs_dtype)
-        free = available_memory(self.device)
-        if needed > free:
-            raise LabError(f"the replay buffer needs {_gb(needed)} ({needed:,} bytes) on {self.device} but only "
-                           f"{_gb(free)} is available; lower --buffer-size or free memory.")
+        require_memory(self.nbytes_for(capacity, num_envs, self.frame_shape, obs_dtype), "the replay buffer",
+                       "lower --buffer-size or free memory", self.device)
         shape = (num_envs, self.slots)
         self.frames = torch.zeros(*shape, *self.frame_shape, dtype=obs_dtype, device=self.device)
         self.actions = torch.zeros(shape, dtype=torch.int32, device=self.device)
