@@ -97,6 +97,8 @@ def load_map(path: Path) -> GridMap:
         text = Path(path).read_text()
     except OSError as error:
         raise LabError(f"cannot read the map {path}: {error.strerror}.") from None
+    except UnicodeDecodeError:
+        raise LabError(f"the map {path} is not a text file.") from None
     return parse_map(text)
 
 

@@ -194,7 +194,8 @@ def _idx_set(name: str, root: Path, split: str) -> tuple[np.ndarray, np.ndarray]
     images, labels = read_idx(paths[0]), read_idx(paths[1])
     expected = NATIVE_SHAPE[name][1:]
     if images.ndim != 3 or images.shape[1:] != expected:
-        raise LabError(f"{paths[0]} holds images of shape {images.shape[1:]}; {name} images are {expected[0]}x{expected[1]}.")
+        side = "x".join(map(str, images.shape[1:]))
+        raise LabError(f"{paths[0]} holds {side} images; {name} images are {expected[0]}x{expected[1]}.")
     if labels.ndim != 1 or labels.shape != images.shape[:1]:
         raise LabError(f"{paths[0]} and {paths[1]} do not match: images {images.shape}, labels {labels.shape}.")
     if labels.size and labels.max() >= NUM_CLASSES[name]:
