@@ -7,13 +7,14 @@ so the help text, the saved config and the code can never disagree.
     lab sample RUN_DIR [options]           draw samples from a generative run
     lab solve [options]                    solve a tabular MDP exactly
     lab plot RUN_DIR [RUN_DIR ...]         learning curves (mean ± std over seeds) as PNG
-    lab list [algorithms|envs|datasets]    what is available here
+    lab list [algorithms|envs|datasets|runs]  what is available here; the runs and their state
     lab bench NAME [args]                  run a benchmark from bench/
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ LISTINGS = {
     "algorithms": "lab.registry:describe",
     "envs": "envs:describe",
     "datasets": "generative.data:describe",
+    "runs": "lab.rundir:describe_runs",
 }
 DELEGATED = {"solve": "rl.mdp.cli:main"}
 
@@ -94,7 +96,7 @@ def cmd_train(argv: list[str]) -> int:
 
 def cmd_resume(argv: list[str]) -> int:
     allowed = {"--total-steps", "--total_steps", "--device", "-h", "--help"}
-    extra = [a.split("=")[0] for a in argv if a.startswith("-") and a.split("=")[0] not in allowed]
+    extra = [a.split("=")[0] for a in argv if a.startswith(("--", "-h")) and a.split("=")[0] not in allowed]
     if extra:
         raise LabError(f"lab resume takes only --total-steps and --device; a run's other settings are fixed "
                        f"in its config.json (got {extra[0]}). Start a new run to change them.")
@@ -181,7 +183,7 @@ def cmd_plot(argv: list[str]) -> int:
 def cmd_list(argv: list[str]) -> int:
     what = argv[0] if argv else None
     if what in ("-h", "--help"):
-        print("usage: lab list [algorithms|envs|datasets]")
+        print("usage: lab list [algorithms|envs|datasets|runs]   (runs: the folders under ./runs, or $LAB_RUNS_DIR)")
         return 0
     if what is not None and what not in LISTINGS:
         raise LabError(f"lab list takes one of {', '.join(LISTINGS)}; got {what!r}.")
@@ -245,4 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("lab: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:                 # `lab list runs | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     sys.exit(status)

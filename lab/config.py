@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -89,9 +90,13 @@ def _restore(hint: Any, value: Any) -> Any:
         return None
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         return _restore(non_none[0], value) if len(non_none) == 1 else value
+    if origin is typing.Literal:
+        if value not in args:
+            raise LabError(f"saved value {value!r} is not one of {', '.join(map(repr, args))}.")
+        return value
     if origin is tuple:
         inner = args[0] if args else Any
         return tuple(_restore(inner, v) for v in value)

@@ -233,3 +233,19 @@ class RunDir:
             status["message"] = (f"the process training it ended without a word (killed?) near step "
                                  f"{status.get('step')}; continue with `lab resume {self.path}`.")
         return status
+
+
+def describe_runs(runs_dir: Path | None = None) -> list[tuple[str, str, str, str]]:
+    """(folder, algorithm, step, state) of every run folder under ``runs_dir`` ($LAB_RUNS_DIR, else ./runs).
+    A run whose status says "running" while no process holds its lock shows as "dead"."""
+    root = Path(runs_dir or os.environ.get("LAB_RUNS_DIR", "runs"))
+    rows = []
+    for path in sorted(p for p in root.glob("*") if (p / "config.json").is_file()):
+        run = RunDir(path)
+        try:
+            algo = run.read_config().get("algo", "?")
+        except LabError:
+            algo = "? (corrupt config.json)"
+        status = run.status()
+        rows.append((str(path), str(algo), f"step {status.get('step', '?')}", status.get("state", "no status")))
+    return rows

@@ -203,6 +203,8 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_pa
     from lab.rundir import RunDir
     status = RunDir(run).status()
     assert status["state"] == "dead" and "lab resume" in status["message"]
+    from lab.rundir import describe_runs
+    assert describe_runs(tmp_path) == [(str(run), "toy", f"step {status['step']}", "dead")]
     # killed before its first checkpoint: resume starts the run over instead of pointing elsewhere
     result = lab("resume", run, "--total-steps", 30)
     assert result.returncode == 0, result.stderr
