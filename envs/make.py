@@ -58,6 +58,16 @@ def make_vector_env(env_id: str, num_envs: int, *, for_training: bool = True, **
     return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
+def env_spaces(env_id: str, **atari_options) -> tuple[gym.Space, gym.Space]:
+    """(observation space, action space) of one ``env_id`` env as an agent sees it, without keeping any env:
+    what a loaded agent needs to build its networks."""
+    envs = make_vector_env(env_id, 1, for_training=False, **atari_options)
+    try:
+        return envs.single_observation_space, envs.single_action_space
+    finally:
+        envs.close()
+
+
 def make_render_env(env_id: str, **atari_options) -> gym.Env:
     """One env that renders RGB frames, for videos of the agent (same observations as evaluation)."""
     check_env_id(env_id)

@@ -179,7 +179,7 @@ def _restore(run_path: Path, which: str, device: str | None):
     run, saved, module, config, options, state = load_run(run_path, which)
     options = dataclasses.replace(options, device=device or options.device, compile=False)
     runtime = Runtime(options)
-    algorithm = module.Algorithm(config, runtime)
+    algorithm = module.Algorithm(config, runtime, training=False)   # networks only: no optimizer, buffer or envs
     _load_algorithm_state(algorithm, state, which if which not in ("best", "last") else f"{which}.pt", for_use=True)
     return run, saved, module, runtime, algorithm, state["step"]
 

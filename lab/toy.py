@@ -41,8 +41,8 @@ class Algorithm:
     step_size = 1
     best_metric = ("eval/mse", "min")
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        self.config, self.rt, self.training = config, runtime, training
         weights = torch.Generator().manual_seed(runtime.seed)
         self.w_true = torch.randn(config.dim, generator=weights)
         self.model = torch.nn.Linear(config.dim, 1).to(runtime.device)
@@ -78,5 +78,7 @@ class Algorithm:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        if not self.training:
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         self.data.set_state(state["data_rng"])

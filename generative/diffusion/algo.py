@@ -194,8 +194,8 @@ class Algorithm:
     step_size = 1
     best_metric = ("eval/fid", "min")
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        self.config, self.rt, self.training = config, runtime, training
         device = runtime.device
         self.is_toy = config.data in TOY_DATASETS
         self.schedule = NoiseSchedule.create(config.schedule, config.diffusion_steps, device)
@@ -360,6 +360,8 @@ class Algorithm:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
+        if not self.training:
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         self.noise_rng.set_state(state["noise_rng"])
         if self.is_toy:

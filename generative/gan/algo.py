@@ -190,8 +190,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 class Algorithm:
     step_size = 1
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        self.config, self.rt, self.training = config, runtime, training
         device = runtime.device
         self.n_critic, lr, beta1, beta2 = config.hyperparameters()
         self.d_loss_fn, self.g_loss_fn = LOSSES[config.loss]
@@ -392,6 +392,9 @@ class Algorithm:
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.ema.load_state_dict(state["ema"])
+        self.step = int(state["step"])
+        if not self.training:
+            return
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.noise_rng.set_state(state["noise_rng"])

@@ -85,8 +85,8 @@ class Algorithm:
     step_size = 1
     best_metric = ("eval/accuracy", "max")
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        self.config, self.rt, self.training = config, runtime, training
         train = load_images(config.data, "train", config.data_dir)
         self.test = load_images(config.data, "test", config.data_dir)
         self.network = ConvClassifier(train.images.shape[1], train.num_classes, config.width).to(runtime.device)
@@ -121,6 +121,8 @@ class Algorithm:
 
     def load_state_dict(self, state: dict) -> None:
         self.network.load_state_dict(state["network"])
+        if not self.training:
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.batches.load_state_dict(state["batches"])

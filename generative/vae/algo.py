@@ -135,8 +135,8 @@ class Algorithm:
     step_size = 1
     best_metric = None   # the only held-out split is the test split: no checkpoint is chosen on it
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        self.config, self.rt, self.training = config, runtime, training
         train = load_images(config.data, "train", config.data_dir)
         test = load_images(config.data, "test", config.data_dir)
         self.shape = tuple(train.images.shape[1:])
@@ -274,6 +274,8 @@ class Algorithm:
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        if not self.training:
+            return
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from envs.make import finished_episodes, is_atari, make_vector_env
+from envs.make import env_spaces, finished_episodes, is_atari, make_vector_env
 from lab.config import in_range, non_negative, one_of, positive, require
 from lab.errors import LabError
 from lab.runtime import Runtime
@@ -182,24 +182,29 @@ class QNetwork(nn.Module):
 class Algorithm:
     best_metric = ("eval/ep_return", "max")
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        """``training=False`` builds what acting needs (the Q-network in eval mode): no environments,
+        replay buffer, target network or optimizer."""
+        self.config, self.rt, self.training = config, runtime, training
         self.cfg = cfg = config.resolved()
         self.device = runtime.device
         self.env_options = {"repeat_action_probability": 0.25} if cfg.sticky_actions else {}
+        self.step_size = cfg.num_envs
+        self.env_steps = 0                       # environment steps taken (all envs)
+        self.learning_from = cfg.learning_starts  # no gradient step before this many env steps
+        self.act_rng = np.random.default_rng(runtime.rank_seed)   # exploration coin flips
+        if not training:
+            obs_space, action_space = env_spaces(cfg.env_id, **self.env_options)
+            self._build_q(obs_space, action_space)
+            self.q.eval()
+            return
         self.envs = make_vector_env(cfg.env_id, cfg.num_envs, for_training=True, **self.env_options)
         try:
-            action_space = self.envs.single_action_space
-            if not isinstance(action_space, gym.spaces.Discrete):
-                raise LabError(f"DQN needs a discrete action space, but {cfg.env_id} has {action_space}; "
-                               "pick an env with Discrete actions (a policy-gradient algorithm handles continuous ones).")
-            self.num_actions = int(action_space.n)
             obs_space = self.envs.single_observation_space
-            self.q = QNetwork(obs_space, self.num_actions, cfg.hidden).to(self.device)
+            self._build_q(obs_space, self.envs.single_action_space)
             self.q_target = copy.deepcopy(self.q).requires_grad_(False)
             self.train_q = runtime.wrap(self.q)
             self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.lr, fused=True)
-            self.act_rng = np.random.default_rng(runtime.rank_seed)   # exploration coin flips
             buffer_device = self._buffer_device(obs_space)
             self.replay = make_replay_buffer(
                 obs_space, cfg.buffer_size, cfg.num_envs, buffer_device, n_step=cfg.n_step, gamma=cfg.gamma,
@@ -207,10 +212,15 @@ class Algorithm:
         except BaseException:
             self.envs.close()
             raise
-        self.step_size = cfg.num_envs
-        self.env_steps = 0                       # environment steps taken (all envs)
-        self.learning_from = cfg.learning_starts  # no gradient step before this many env steps
         self.obs, _ = self.envs.reset(seed=runtime.rank_seed)
+
+    def _build_q(self, obs_space: gym.Space, action_space: gym.Space) -> None:
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise LabError(f"DQN needs a discrete action space, but {self.cfg.env_id} has {action_space}; "
+                           "pick an env with Discrete actions (a policy-gradient algorithm handles continuous ones).")
+        self.observation_space, self.action_space = obs_space, action_space
+        self.num_actions = int(action_space.n)
+        self.q = QNetwork(obs_space, self.num_actions, self.cfg.hidden).to(self.device)
 
     def _buffer_device(self, obs_space: gym.Space) -> torch.device:
         cfg = self.cfg
@@ -238,6 +248,10 @@ class Algorithm:
             greedy = self.q(obs.float() if obs.is_floating_point() else obs).argmax(dim=-1).cpu().numpy()
             actions = np.where(explore, actions, greedy)
         return actions
+
+    def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        """Greedy actions, or ε-greedy with the final exploration rate (as SB3's DQN.predict)."""
+        return self.act(obs, 0.0 if deterministic else self.cfg.epsilon_end, self.act_rng)
 
     # ------------------------------------------------------------------ learning
     def update(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,12 +350,15 @@ class Algorithm:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the agent (and the buffer when it was saved). The environments cannot be saved:
-        they restart with a seed derived from the step, and the buffer closes the episodes they were in."""
+        they restart with a seed derived from the step, and the buffer closes the episodes they were in.
+        Without training, only the Q-network is restored."""
         self.q.load_state_dict(state["q"])
+        self.env_steps = state["env_steps"]
+        if not self.training:
+            return
         self.q_target.load_state_dict(state["q_target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.act_rng.bit_generator.state = state["act_rng"]
-        self.env_steps = state["env_steps"]
         if state["replay"] is not None:
             self.replay.load_state_dict(state["replay"])
             self.learning_from = state["learning_from"]
@@ -350,4 +367,5 @@ class Algorithm:
         self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.env_steps)
 
     def close(self) -> None:
-        self.envs.close()
+        if self.training:
+            self.envs.close()

@@ -19,8 +19,8 @@ import torch
 
 from lab.config import in_range, non_negative, one_of, positive
 from lab.runtime import Runtime
-from rl.pg.common import (EvalOptions, episode_metrics, evaluate_policy, finished_episodes,
-                          make_training_envs, to_env, to_tensor)
+from rl.pg.common import (EvalOptions, env_setup, episode_metrics, evaluate_policy, finished_episodes,
+                          predict_actions, to_env, to_tensor)
 from rl.pg.losses import entropy_bonus, policy_gradient_loss, value_loss
 from rl.pg.policies import ActorCritic, LogStd, Trunks
 from rl.pg.returns import gae
@@ -84,15 +84,19 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
 class Algorithm:
     best_metric = ("eval/ep_return", "max")
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.n_steps
-        self.envs, self.obs = make_training_envs(config.env_id, config.num_envs, runtime.rank_seed)
-        self.net = ActorCritic(self.envs.single_observation_space, self.envs.single_action_space, config.hidden,
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.rank_seed,
+                                                                 training)
+        self.net = ActorCritic(obs_space, action_space, config.hidden,
                                config.log_std, config.init_log_std, config.trunks).to(runtime.device)
+        self.updates = 0
+        if not training:
+            self.net.eval()
+            return
         self.train_net = runtime.wrap(self.net)
         self.optimizer = make_optimizer(config.optimizer, self.net.parameters(), config.lr)
-        self.updates = 0
 
     def _rollout(self) -> dict:
         """Play n_steps in every env; time-major tensors of what the update needs."""
@@ -158,9 +162,15 @@ class Algorithm:
     def load_state_dict(self, state: dict) -> None:
         """Networks, optimizer and update count; the envs restart fresh episodes seeded by the update count."""
         self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.updates = state["updates"]
+        if not self.training:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
         self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
 
+    def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        return predict_actions(self.net, obs, deterministic, self.rt.device)
+
     def close(self) -> None:
-        self.envs.close()
+        if self.envs is not None:
+            self.envs.close()

@@ -22,8 +22,8 @@ from lab.config import in_range, non_negative, one_of, positive
 from lab.errors import LabError
 from lab.runtime import Runtime
 from rl.nets import is_image_space, orthogonal_init, trunk_for
-from rl.pg.common import (EvalOptions, episode_metrics, evaluate_policy, final_observations, finished_episodes,
-                          make_training_envs, to_env, to_tensor)
+from rl.pg.common import (EvalOptions, env_setup, episode_metrics, evaluate_policy, final_observations,
+                          finished_episodes, predict_actions, to_env, to_tensor)
 from rl.pg.losses import entropy_bonus, policy_gradient_loss, value_loss
 from rl.pg.policies import ActorCritic, LogStd
 
@@ -94,18 +94,21 @@ class QCritic(nn.Module):
 class Algorithm:
     best_metric = ("eval/ep_return", "max")
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.n_steps
-        self.envs, self.obs = make_training_envs(config.env_id, config.num_envs, runtime.rank_seed)
-        obs_space, action_space = self.envs.single_observation_space, self.envs.single_action_space
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.rank_seed,
+                                                                 training)
         self.actor = ActorCritic(obs_space, action_space, config.hidden, config.log_std, config.init_log_std,
                                  with_value=False).to(runtime.device)
+        self.updates = 0
+        if not training:
+            self.actor.eval()
+            return
         self.critic = QCritic(obs_space, action_space, config.hidden).to(runtime.device)
         self.train_actor, self.train_critic = runtime.wrap(self.actor), runtime.wrap(self.critic)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=config.actor_lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=config.critic_lr)
-        self.updates = 0
 
     def _rollout(self) -> dict:
         """n_steps transitions (s_t, a_t, r_t, s_{t+1}, terminated_t) from every env, flattened."""
@@ -159,11 +162,17 @@ class Algorithm:
     def load_state_dict(self, state: dict) -> None:
         """Networks, optimizers and update count; the envs restart fresh episodes seeded by the update count."""
         self.actor.load_state_dict(state["actor"])
+        self.updates = state["updates"]
+        if not self.training:
+            return
         self.critic.load_state_dict(state["critic"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.updates = state["updates"]
         self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
 
+    def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        return predict_actions(self.actor, obs, deterministic, self.rt.device)
+
     def close(self) -> None:
-        self.envs.close()
+        if self.envs is not None:
+            self.envs.close()

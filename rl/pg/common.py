@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from envs.make import finished_episodes, make_vector_env
+from envs.make import env_spaces, finished_episodes, make_vector_env
 from lab.config import positive
 from rl.nets import is_image_space
 from rl.evaluation import record_video, run_episodes
@@ -34,6 +34,24 @@ class EvalOptions:
 
 TRAINING_EVAL = EvalOptions(episodes=10)
 """What the trainer's periodic evaluation plays."""
+
+
+def env_setup(env_id: str, num_envs: int, seed: int, training: bool
+              ) -> tuple[gym.vector.VectorEnv | None, np.ndarray | None, gym.Space, gym.Space]:
+    """(training envs, their first observations, observation space, action space). Without training
+    (a loaded agent) no env is kept: (None, None, spaces)."""
+    if training:
+        envs, obs = make_training_envs(env_id, num_envs, seed)
+        return envs, obs, envs.single_observation_space, envs.single_action_space
+    obs_space, action_space = env_spaces(env_id)
+    check_action_space(action_space)
+    return None, None, obs_space, action_space
+
+
+@torch.no_grad()
+def predict_actions(net: ActorCritic, obs: np.ndarray, deterministic: bool, device: torch.device) -> np.ndarray:
+    """Actions for a batch of observations, as the env takes them: the policy's mode or a sample."""
+    return to_env(net.act(to_tensor(obs, device), deterministic=deterministic), net.action_space)
 
 
 def make_training_envs(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, np.ndarray]:
@@ -88,14 +106,12 @@ def evaluate_policy(net: ActorCritic, env_id: str, options: EvalOptions | None, 
     options = options or TRAINING_EVAL
     was_training = net.training
     net.eval()
-    space = net.action_space
-
     deterministic = options.deterministic
     if deterministic is None:
         deterministic = not is_image_space(net.observation_space)
 
     def policy(obs: np.ndarray) -> np.ndarray:
-        return to_env(net.act(to_tensor(obs, device), deterministic=deterministic), space)
+        return predict_actions(net, obs, deterministic, device)
 
     try:
         returns = run_episodes(policy, env_id, options.episodes, seed=seed)
@@ -108,5 +124,5 @@ def evaluate_policy(net: ActorCritic, env_id: str, options: EvalOptions | None, 
     return results
 
 
-__all__ = ["EvalOptions", "TRAINING_EVAL", "make_training_envs", "to_tensor", "to_env", "final_observations",
+__all__ = ["EvalOptions", "TRAINING_EVAL", "env_setup", "predict_actions", "make_training_envs", "to_tensor", "to_env", "final_observations",
            "episode_metrics", "evaluate_policy", "finished_episodes"]

@@ -17,12 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from lab.config import in_range, non_negative, one_of, positive
 from lab.runtime import Runtime
-from rl.pg.common import (EvalOptions, episode_metrics, evaluate_policy, finished_episodes, make_training_envs,
-                          to_env, to_tensor)
+from rl.pg.common import (EvalOptions, env_setup, episode_metrics, evaluate_policy, finished_episodes,
+                          predict_actions, to_env, to_tensor)
 from rl.pg.losses import policy_gradient_loss, value_loss
 from rl.pg.policies import ActorCritic, LogStd
 from rl.pg.returns import discounted_returns, episode_returns
@@ -74,21 +75,25 @@ class Config:
 class Algorithm:
     best_metric = ("eval/ep_return", "max")
 
-    def __init__(self, config: Config, runtime: Runtime):
-        self.config, self.rt = config, runtime
+    def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.rollout_steps
-        self.envs, self.obs = make_training_envs(config.env_id, config.num_envs, runtime.rank_seed)
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.rank_seed,
+                                                                 training)
         self.baseline = config.weighting == "reward-to-go-baseline"
-        self.net = ActorCritic(self.envs.single_observation_space, self.envs.single_action_space, config.hidden,
+        self.net = ActorCritic(obs_space, action_space, config.hidden,
                                config.log_std, config.init_log_std, trunks="separate",
                                with_value=self.baseline).to(runtime.device)
+        self.updates = 0
+        if not training:
+            self.net.eval()
+            return
         self.train_net = runtime.wrap(self.net)
         groups = [{"params": [*self.net.policy_trunk.parameters(), *self.net.head.parameters()], "lr": config.lr}]
         if self.baseline:
             groups.append({"params": [*self.net.value_trunk.parameters(), *self.net.value_out.parameters()],
                            "lr": config.value_lr})
         self.optimizer = torch.optim.Adam(groups)
-        self.updates = 0
         self._new_episodes()
 
     def _new_episodes(self) -> None:
@@ -165,10 +170,16 @@ class Algorithm:
     def load_state_dict(self, state: dict) -> None:
         """Networks, optimizer and update count; the envs restart fresh episodes seeded by the update count."""
         self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
         self.updates = state["updates"]
+        if not self.training:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
         self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
         self._new_episodes()
 
+    def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        return predict_actions(self.net, obs, deterministic, self.rt.device)
+
     def close(self) -> None:
-        self.envs.close()
+        if self.envs is not None:
+            self.envs.close()
