@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
@@ -205,7 +206,11 @@ def cmd_bench(argv: list[str]) -> int:
         return 0 if argv else 2
     if argv[0] not in names:
         raise LabError(f"unknown benchmark {argv[0]!r}; known: {', '.join(names) or 'none yet'}.")
-    module = importlib.import_module("bench." + argv[0].replace("-", "_"))
+    path = bench_dir / (argv[0].replace("-", "_") + ".py")
+    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module          # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
     return module.main(argv[1:]) or 0
 
 
