@@ -23,6 +23,7 @@ import torch
 from lab import registry, session
 from lab.config import from_dict, to_dict
 from lab.errors import LabError
+from lab.presets import base_config
 from lab.media import Arrays, Image, image_grid
 from lab.rundir import RunDir
 from lab.runtime import RunOptions
@@ -53,21 +54,20 @@ def _split_fields(module, fields: dict[str, Any]) -> tuple[dict, dict]:
             {k: v for k, v in fields.items() if k in _RUN_FIELDS})
 
 
-def train(algo: str, config: Any = None, **fields: Any) -> Run:
+def train(algo: str, config: Any = None, *, preset: str | None = None, config_file: str | Path | None = None,
+          **fields: Any) -> Run:
     """Train ``algo`` into a new run folder, exactly as `lab train ALGO --field value ...` does.
 
     ``fields`` are the algorithm's config fields (``lr=3e-4``) and run options (``seed=1``,
-    ``run_dir="runs/x"``, ``device="cpu"``); ``config`` may be a ready ``Config`` object instead.
+    ``run_dir="runs/x"``, ``device="cpu"``), applied over ``preset`` and ``config_file`` as flags are;
+    ``config`` may be a ready ``Config`` object instead.
     """
     _, module = registry.get(algo)
     config_fields, run_fields = _split_fields(module, fields)
-    if config is None:
-        config = from_dict(module.Config, {**to_dict(module.Config()), **config_fields}) if config_fields \
-            else module.Config()
-    elif config_fields:
-        config = dataclasses.replace(config, **config_fields)
-    run_fields = {k: Path(v) if k in ("run_dir", "runs_dir") and v is not None else v for k, v in run_fields.items()}
-    status, path = session.train(algo, config, RunOptions(**run_fields))
+    base, options = base_config(algo, module, preset, None if config_file is None else Path(config_file))
+    config = from_dict(module.Config, {**to_dict(config if config is not None else base), **config_fields})
+    options = from_dict(RunOptions, {**to_dict(options), **run_fields})
+    status, path = session.train(algo, config, options)
     return _run(path, status)
 
 

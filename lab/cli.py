@@ -44,6 +44,11 @@ DELEGATED = {"solve": "rl.mdp.cli:main"}
 class TrainCommand(Generic[C]):
     algo: C
     run: RunOptions = RunOptions()
+    preset: Optional[str] = None
+    """Start from this preset (lab/presets/ALGO.toml; by default the one matching the env or data fills
+    only the fields left unset). Precedence: field defaults < --preset < --config < flags."""
+    config: Optional[Path] = None
+    """Start from this JSON / TOML file of fields, or a run's config.json (rerun it, e.g. with another --seed)."""
 
 
 @dataclass(frozen=True)
@@ -86,13 +91,30 @@ def cmd_train(argv: list[str]) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     name, rest = argv[0], argv[1:]
     spec, module = registry.get(name)
-    parsed = tyro.cli(TrainCommand[module.Config], args=rest, prog=f"lab train {name}",
+    from lab.presets import base_config
+    preset, config_file = _early_flag(rest, "--preset"), _early_flag(rest, "--config")
+    config, options = base_config(name, module, preset, None if config_file is None else Path(config_file))
+    default = TrainCommand(algo=config, run=options, preset=preset,
+                           config=None if config_file is None else Path(config_file))
+    parsed = tyro.cli(TrainCommand[module.Config], args=rest, prog=f"lab train {name}", default=default,
                       description=(module.Config.__doc__ or spec.summary), config=_TYRO)
     from lab.session import train
     status, path = train(name, parsed.algo, parsed.run)
     if path is not None:
         print(f"run folder: {path}")
     return status
+
+
+def _early_flag(argv: list[str], flag: str) -> str | None:
+    """The value of ``flag`` (``--flag V`` or ``--flag=V``), read before the other flags are parsed."""
+    for i, arg in enumerate(argv):
+        if arg == flag:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise LabError(f"{flag} needs a value.")
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def cmd_resume(argv: list[str]) -> int:

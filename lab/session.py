@@ -26,9 +26,15 @@ def run_label(config: Any) -> str | None:
     return None
 
 
+def resolve(config: Any) -> Any:
+    """The config an algorithm sees and config.json records: derived defaults written in (``resolved()``)."""
+    return config.resolved() if hasattr(config, "resolved") else config
+
+
 def train(algo: str, config: Any, options: RunOptions) -> tuple[int, Path | None]:
     """Build the algorithm (bad input fails before any folder exists), create the run folder, train."""
     _, module = registry.get(algo)
+    config = resolve(config)
     runtime = Runtime(options)
     run = None
     try:
@@ -54,6 +60,7 @@ def train_in_memory(algo: str, config: Any, options: RunOptions = RunOptions(dev
     ``.stopped_early`` and ``.train_seconds`` (evaluation time excluded).
     """
     _, module = registry.get(algo)
+    config = resolve(config)
     runtime = Runtime(options)
     algorithm = None
     try:

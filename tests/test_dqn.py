@@ -208,7 +208,7 @@ def test_cli_train_resume_with_buffer_and_eval_with_video(lab, tmp_path):
     saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert saved["algorithm"]["replay"]["frames"].shape[1] > 0
     config = json.loads((run / "config.json").read_text())["config"]
-    assert config["lr"] is None                                 # env-family defaults are not written back
+    assert config["lr"] == 2.3e-3 and config["hidden"] == [16]   # preset values written in; flags kept
     code, out, err = _run(lab, "resume", run, "--total-steps", 450)
     assert code == 0, err
     code, out, err = _run(lab, "eval", run, "--episodes", 3, "--epsilon", 0.0, "--video", "--checkpoint", "last")

@@ -16,6 +16,7 @@ samplers (``sampler.py``) and the networks (``unet.py``, ``mlp.py``) are separat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,11 @@ class Config:
             require(4 <= size <= 64 and size % levels == 0,
                     f"--image-size must be in [4, 64] and divisible by {levels} "
                     f"(one halving per extra --channel-mults level), got {size}.")
+
+    def resolved(self) -> "Config":
+        """A copy with the derived defaults written in: batch size, learning rate, image size."""
+        return dataclasses.replace(self, batch_size=self.batch, lr=self.learning_rate,
+                                   image_size=None if self.data in TOY_DATASETS else self.resolution)
 
     @property
     def batch(self) -> int:

@@ -15,6 +15,7 @@ are in ``nets.py``. Data, scores and plots come from ``generative.data`` / ``met
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -25,8 +26,8 @@ from lab import Arrays, Image, Video
 from lab.memory import require_batch
 from lab.config import in_range, non_negative, one_of, positive, require
 from lab.runtime import Runtime
-from generative.data import (DATASETS, IMAGE_DATASETS, TOY_DATASETS, BatchIterator, check_dataset, load_images,
-                             toy_distribution)
+from generative.data import (DATASETS, IMAGE_DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset,
+                             load_images, toy_distribution)
 from generative.gan.losses import LOSSES, gradient_penalty
 from generative.metrics import score_images, score_toy
 from generative.gan.nets import DCGANGenerator, MLPGenerator, dcgan_discriminator, mlp_discriminator
@@ -133,6 +134,16 @@ class Config:
     def z_dim(self) -> int:
         """The latent dimension: the flag, else 2 on the toys and 64 for images."""
         return self.latent_dim or (2 if self.toy else 64)
+
+    def resolved(self) -> "Config":
+        """A copy with the derived defaults written in: the loss's published n_critic, lr and betas,
+        the latent dimension, and the image size of image data."""
+        n_critic, lr, beta1, beta2 = self.hyperparameters()
+        image_size = self.image_size
+        if self.data in IMAGE_DATASETS and image_size is None:
+            image_size = NATIVE_SHAPE[self.data][-1]
+        return dataclasses.replace(self, n_critic=n_critic, lr=lr, beta1=beta1, beta2=beta2,
+                                   latent_dim=self.z_dim, image_size=image_size)
 
     def hyperparameters(self) -> tuple[int, float, float, float]:
         """(n_critic, lr, beta1, beta2): the flags given, else the loss's published values (with the

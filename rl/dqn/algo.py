@@ -13,7 +13,6 @@ then runs the gradient steps that are due (``gradient_steps`` every ``train_freq
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -28,25 +27,15 @@ from lab.config import in_range, non_negative, one_of, positive, require
 from lab.errors import LabError
 from lab.runtime import Runtime
 from lab.memory import available_memory
+from lab.presets import fill_unset
 from rl.dqn.replay import GiB, ReplayBuffer, make_replay_buffer
 from rl.evaluation import record_video, run_episodes
 from rl.nets import trunk_for
 
-# Defaults that depend on the environment family: a None field of Config takes these.
-CLASSIC_DEFAULTS = dict(   # CartPole-v1: rl-baselines3-zoo's tuning, with 128x128 and rounds of 32 every 64
-    num_envs=1, buffer_size=100_000, learning_starts=1_000, batch_size=64, lr=2.3e-3, train_freq=64,
-    gradient_steps=32, target_period=10, exploration_fraction=0.16, epsilon_end=0.04, eval_epsilon=0.0,
-    hidden=(128, 128))
-ATARI_DEFAULTS = dict(     # Mnih et al. (2015) as in CleanRL / SB3: Adam 1e-4, batch 32, 1M buffer
-    num_envs=1, buffer_size=1_000_000, learning_starts=80_000, batch_size=32, lr=1e-4, train_freq=4,
-    gradient_steps=1, target_period=1_000, exploration_fraction=0.10, epsilon_end=0.01, eval_epsilon=0.05,
-    hidden=())
-
-
 @dataclass(frozen=True)
 class Config:
-    """Deep Q-learning with a replay buffer and a target network. Fields left unset take the
-    classic-control defaults (CartPole-v1 and the other non-Atari envs) or the Atari ones (ALE/*)."""
+    """Deep Q-learning with a replay buffer and a target network. Fields left unset take the preset of
+    their env family (lab/presets/dqn.toml): classic control (CartPole-v1, ...) or Atari (ALE/*)."""
 
     env_id: str = "CartPole-v1"
     """Gymnasium id (CartPole-v1, Acrobot-v1, ...) or Atari id (ALE/Pong-v5) with discrete actions."""
@@ -127,11 +116,8 @@ class Config:
                 "or lower --batch-size.")
 
     def resolved(self) -> "Config":
-        """A copy with every unset field filled from the defaults of its env family (the saved
-        config keeps the None: the defaults are documented above, not written back)."""
-        defaults = ATARI_DEFAULTS if is_atari(self.env_id) else CLASSIC_DEFAULTS
-        fill = {name: value for name, value in defaults.items() if getattr(self, name) is None}
-        return dataclasses.replace(self, **fill) if fill else self
+        """A copy with every unset field taken from the preset of its env family."""
+        return fill_unset(self, "dqn", self.env_id)
 
 
 @dataclass(frozen=True)
