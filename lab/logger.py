@@ -21,6 +21,7 @@ from lab.media import Arrays, Image, Video
 from lab.rundir import RunDir
 
 MEDIA = (Image, Video, Arrays)
+SOURCE = "source"   # a row's field naming the command that logged it after training (e.g. "evaluate-command")
 _MEDIA_FOLDERS = ("samples", "videos", "plots")
 
 
@@ -74,14 +75,17 @@ class Logger:
                 self._bar = None
 
     # ------------------------------------------------------------ scalars and media
-    def log(self, step: int, metrics: dict[str, Any]) -> list[Path]:
-        """Record ``metrics`` at ``step``; returns the media files written."""
+    def log(self, step: int, metrics: dict[str, Any], source: str | None = None) -> list[Path]:
+        """Record ``metrics`` at ``step``; returns the media files written. ``source`` marks rows that a
+        command (``lab eval``) logged after training, so plots keep them apart from the training curves."""
         if self.run is None:
             return []
         scalars = {k: to_float(v) for k, v in metrics.items() if not isinstance(v, MEDIA)}
         written = [self._save_media(step, k, v) for k, v in metrics.items() if isinstance(v, MEDIA)]
         if scalars:
             row = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in scalars.items()}}
+            if source is not None:
+                row[SOURCE] = source
             with open(self.run.metrics_file, "a") as f:
                 f.write(json.dumps(row) + "\n")
             self._write_csv(row)

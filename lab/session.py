@@ -148,7 +148,7 @@ def _call_on_checkpoint(run_path: Path, method: str, options: Any, which: str, d
         with runtime.isolated_rng():
             results = getattr(algorithm, method)(options)
         logger = Logger(run, progress=False)
-        written = logger.log(step, results)
+        written = logger.log(step, results, source=f"{method}-command")
         logger.close()
         return step, results, written
     finally:
