@@ -105,8 +105,7 @@ class Logger:
             name, copy = f"{base}-{copy}", copy + 1
         path = value.save(folder / name)
         if self._tb is not None and isinstance(value, Image):
-            from lab.media import _to_uint8_hwc
-            self._tb.add_image(key, _to_uint8_hwc(value.array), step, dataformats="HWC")
+            self._tb.add_image(key, value.pixels(), step, dataformats="HWC")
         return path
 
     def _write_csv(self, row: dict[str, Any]) -> None:
