@@ -117,7 +117,8 @@ def labelled_grid(images, row_labels: list[str], nrow: int, pad: int = 2) -> np.
     for r, label in enumerate(row_labels):
         middle = factor * (pad + r * (height + pad) + height / 2)
         draw.text((margin - 6, middle), label, fill=0, font=font, anchor="rm")
-    return np.asarray(canvas)
+    pixels = np.asarray(canvas)
+    return pixels if pixels.ndim == 3 else pixels[..., None]
 
 
 @dataclass
