@@ -64,3 +64,18 @@ def test_bootstrap_interval_and_interquartile_mean():
     assert ((low < center) & (center < high)).all()
     center, (low, high) = aggregate(values, "iqm-ci")
     assert center == pytest.approx(interquartile_mean(values)) and ((low < center) & (center < high)).all()
+
+
+def test_lab_eval_marks_its_rows_and_the_plot_keeps_them_off_the_training_curve(lab, tmp_path):
+    run = tmp_path / "toy"
+    assert lab("train", "toy", "--device", "cpu", "--total-steps", 400, "--eval-every", 100,
+               "--run-dir", run).returncode == 0
+    result = lab("eval", run, "--checkpoint", "best")
+    assert result.returncode == 0, result.stderr
+    assert "/0 " not in result.stderr                             # no "step 4000/0" progress line
+    rows = read_metrics(run / "metrics.jsonl")
+    assert rows[-1]["source"] == "evaluate-command"
+    trained = {r["step"]: r["eval/mse"] for r in rows if "eval/mse" in r and "source" not in r}
+    (curve,) = curves([_open(RunDir.open(run))], "eval/mse")
+    assert curve.steps.tolist() == sorted(trained) and curve.center.tolist() == [trained[s] for s in sorted(trained)]
+    assert curve.points[0].tolist() == [rows[-1]["step"]] and curve.points[1].tolist() == [rows[-1]["eval/mse"]]
