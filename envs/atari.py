@@ -1,9 +1,11 @@
 """The Atari pipeline of the DQN papers, on ale-py's native C++ vector env (``AtariVectorEnv``).
 
 Preprocessing (Mnih et al. 2015; Machado et al. 2018 for sticky actions), all done inside ALE:
-up to 30 no-op actions at reset, the action repeated for 4 frames with the max of the last two
-frames, 84x84 grayscale, a stack of the last 4 frames (zeros before the first), FIRE on reset for
-games that need it, sticky actions off unless asked (``repeat_action_probability=0.25``).
+at reset a random number n in [0, noop_max) of start actions (FIRE first in games that have it,
+then no-ops: n - 1 of them after FIRE, n without), the action repeated for 4 frames with the max of
+the last two frames, 84x84 grayscale (OpenCV's area interpolation), a stack of the last 4 frames
+(zeros before the first), sticky actions off unless asked (``repeat_action_probability=0.25``).
+The video env (``make_atari_render_env``) does the same in Python, frame for frame.
 
 Training and evaluation differ only in what the agent sees (``for_training``):
 
@@ -25,9 +27,11 @@ Shared API (also used by the policy-gradient algorithms; keep it stable):
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import ale_py
 import gymnasium as gym
 import numpy as np
 
@@ -42,7 +46,7 @@ class AtariOptions:
     """Sticky actions: probability that ALE repeats the previous action (0.25 in Machado et al. 2018;
     0 matches the published DQN numbers)."""
     noop_max: int = 30
-    """At most this many no-op actions at the start of every game (random number)."""
+    """Start actions at reset are drawn from [0, noop_max): FIRE first where the game has it, then no-ops."""
     frame_skip: int = 4
     """Frames each action is repeated for; the observation is the max of the last two."""
     frame_stack: int = 4
@@ -63,7 +67,6 @@ def _options(options: dict[str, Any]) -> AtariOptions:
 
 def rom_name(env_id: str) -> str:
     """ALE's ROM name of a Gymnasium id: "ALE/Pong-v5" -> "pong"."""
-    import ale_py
     gym.register_envs(ale_py)
     return gym.spec(env_id).kwargs["game"]
 
@@ -123,53 +126,90 @@ def make_atari_vector_env(env_id: str, num_envs: int, *, for_training: bool, **o
     return AtariEpisodes(env, for_training)
 
 
+def _area_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's INTER_AREA table for shrinking ``source`` pixels to ``target``: for each output pixel
+    the (up to 3) source pixels it covers and their float32 coverage weights, in OpenCV's order."""
+    scale = source / target
+    index, weight = np.zeros((target, 3), np.int64), np.zeros((target, 3), np.float32)
+    for out in range(target):
+        begin, end = out * scale, out * scale + scale
+        cell = min(scale, source - begin)
+        first, last = math.ceil(begin), min(math.floor(end), source - 1)
+        first = min(first, last)
+        taps = [(first - 1, (first - begin) / cell)] if first - begin > 1e-3 else []
+        taps += [(s, 1.0 / cell) for s in range(first, last)]
+        if end - last > 1e-3:
+            taps.append((last, min(end - last, 1.0, cell) / cell))
+        for k, (s, w) in enumerate(taps):
+            index[out, k], weight[out, k] = s, w
+    return index, weight
+
+
+def resize_area(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Shrink a uint8 grayscale frame as ``cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)``
+    does (ale-py's vector env, gymnasium's AtariPreprocessing): float32 sums of covered source pixels,
+    columns then rows, rounded half to even. Bit-identical to ALE's observations."""
+    rows, row_w = _area_taps(frame.shape[0], height)
+    cols, col_w = _area_taps(frame.shape[1], width)
+    pixels = frame.astype(np.float32)
+    across = pixels[:, cols[:, 0]] * col_w[:, 0] + pixels[:, cols[:, 1]] * col_w[:, 1] + pixels[:, cols[:, 2]] * col_w[:, 2]
+    out = (across[rows[:, 0]] * row_w[:, 0, None] + across[rows[:, 1]] * row_w[:, 1, None]
+           + across[rows[:, 2]] * row_w[:, 2, None])
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
 class AtariRenderEnv(gym.Wrapper):
-    """One raw ALE game (frameskip 1) with the pipeline done in Python: no-op starts, FIRE on reset,
-    action repeat with max-pooling of the last two frames, 84x84 grayscale (PIL area resize), frame
-    stack. Observations match the vector env's up to the resize interpolation; ``render()`` gives RGB."""
+    """One raw ALE game (frameskip 1) with the vector env's pipeline redone in Python, step for step:
+    its start actions at reset, action repeat with max-pooling of the last two frames, 84x84 grayscale
+    by OpenCV's area interpolation, frame stack. With the same start actions and actions (and no sticky
+    actions) its observations equal the vector env's bit for bit; ``render()`` gives RGB for videos."""
 
     def __init__(self, env: gym.Env, opts: AtariOptions):
         super().__init__(env)
         self.opts = opts
         self.observation_space = gym.spaces.Box(0, 255, (opts.frame_stack, 84, 84), np.uint8)
         self.stack = np.zeros((opts.frame_stack, 84, 84), np.uint8)
+        self.screens = np.zeros((2, 210, 160), np.uint8)   # the last two frames, max-pooled as in ALE
 
-    def _frame(self, screens: list[np.ndarray]) -> np.ndarray:
-        from PIL import Image
-        pooled = np.maximum(screens[-1], screens[-2]) if len(screens) > 1 else screens[-1]
-        return np.asarray(Image.fromarray(pooled).resize((84, 84), Image.BOX))
-
-    def _push(self, frame: np.ndarray) -> np.ndarray:
+    def _push_screens(self) -> np.ndarray:
+        frame = resize_area(np.maximum(self.screens[0], self.screens[1]), 84, 84)
         self.stack = np.concatenate([self.stack[1:], frame[None]])
         return self.stack.copy()
+
+    def start_actions(self) -> int:
+        """How many start actions this game begins with (FIRE counts as the first), as ALE draws it."""
+        return int(self.env.unwrapped.np_random.integers(max(self.opts.noop_max, 1)))
 
     def reset(self, **kwargs):
         _, info = self.env.reset(**kwargs)
         ale = self.env.unwrapped.ale
-        for _ in range(int(self.env.unwrapped.np_random.integers(0, self.opts.noop_max + 1))):
-            _, _, terminated, truncated, info = self.env.step(0)
-            if terminated or truncated:
-                _, info = self.env.reset()
-        if self.env.unwrapped.get_action_meanings()[1] == "FIRE":
-            self.env.step(1)
+        count = self.start_actions()
+        if "FIRE" in self.env.unwrapped.get_action_meanings():
+            ale.act(ale_py.Action.FIRE)
+            count -= 1
+        for _ in range(count):
+            ale.act(ale_py.Action.NOOP)
+            if ale.game_over():
+                ale.reset_game()
+        self.screens[0], self.screens[1] = 0, ale.getScreenGrayscale()
         self.stack[:] = 0
-        return self._push(self._frame([ale.getScreenGrayscale()])), info
+        return self._push_screens(), info
 
     def step(self, action):
-        ale, screens, total = self.env.unwrapped.ale, [], 0.0
+        ale, total = self.env.unwrapped.ale, 0.0
         terminated = truncated = False
-        for _ in range(self.opts.frame_skip):
+        for remaining in range(self.opts.frame_skip, 0, -1):
             _, reward, terminated, truncated, info = self.env.step(int(action))
             total += float(reward)
-            screens = (screens + [ale.getScreenGrayscale()])[-2:]
+            if remaining <= 2:
+                self.screens[2 - remaining] = ale.getScreenGrayscale()
             if terminated or truncated:
                 break
-        return self._push(self._frame(screens)), total, terminated, truncated, info
+        return self._push_screens(), total, terminated, truncated, info
 
 
 def make_atari_render_env(env_id: str, **options) -> gym.Env:
     """One game that renders RGB frames, with the evaluation observations (full game, raw rewards)."""
-    import ale_py
     gym.register_envs(ale_py)
     opts = _options(options)
     env = gym.make(env_id, render_mode="rgb_array", frameskip=1,

@@ -106,9 +106,10 @@ GRID_BYTES_PER_STATE = 600
 """A generous estimate of what solving a generated world holds per state (map, moves, sparse T, R, V, Q)."""
 
 
-def generate_map(size: int, seed: int = 0, wall_fraction: float = 0.1) -> GridMap:
-    """A size × size world with random walls, a +1 terminal in the top-right corner, a -1 terminal below it,
-    and the start in the bottom-left corner."""
+def generate_map(size: int, seed: int = 0, wall_fraction: float = 0.1, start_distance: Optional[int] = None) -> GridMap:
+    """A size × size world with random walls (so fewer states than cells), a +1 terminal in the top-right
+    corner, a -1 terminal below it, and the start ``start_distance`` steps from the +1 on the diagonal
+    towards the bottom-left corner (in that corner when None or farther)."""
     if not isinstance(size, (int, np.integer)) or size < 2:
         raise LabError(f"--size must be an integer >= 2, got {size}.")
     require_memory(size * size * GRID_BYTES_PER_STATE, f"a {size}x{size} world", "lower --size")
@@ -118,7 +119,8 @@ def generate_map(size: int, seed: int = 0, wall_fraction: float = 0.1) -> GridMa
     reward = np.full((size, size), np.nan)
     for (i, j), r in (((0, size - 1), 1.0), ((1, size - 1), -1.0)):
         walls[i, j], terminal[i, j], reward[i, j] = False, True, r
-    start = (size - 1, 0)
+    distance = 2 * (size - 1) if start_distance is None else min(start_distance, 2 * (size - 1))
+    start = (min(size - 1, (distance + 1) // 2), max(0, size - 1 - distance // 2))
     walls[start] = False
     return GridMap(walls, terminal, reward, start)
 
@@ -251,12 +253,16 @@ def corridor(length: int = 7, left_reward: float = 1.0, right_reward: float = 10
 def make_gridworld(map: Optional[str] = None, size: Optional[int] = None, noise: float = 0.2,
                    living_reward: float = -0.04, gamma: Optional[float] = None, seed: int = 0) -> TabularMDP:
     """The world the CLI and the env ids build: a map file, a generated size × size world, or the 4×3 world.
-    γ defaults to 1 for the 4×3 world and maps, 0.99 for generated worlds."""
+    γ defaults to 1 for the 4×3 world and maps, 0.99 for generated worlds (whose start is then 100 steps
+    from the goal)."""
     if map is not None and size is not None:
         raise LabError("give either --map or --size, not both.")
     if size is not None:
-        world, name = generate_map(size, seed), f"gridworld-{size}x{size}"
         gamma = 0.99 if gamma is None else gamma
+        # the start within the discount's horizon 1/(1-γ) of the goal: farther, every value is the floor
+        # living_reward/(1-γ) and the heat map shows nothing around the start
+        horizon = round(1 / (1 - gamma)) if gamma < 1 else None
+        world, name = generate_map(size, seed, start_distance=horizon), f"gridworld-{size}x{size}"
     elif map is not None:
         world, name = load_map(Path(map)), f"gridworld-{Path(map).stem}"
     else:

@@ -64,13 +64,15 @@ class ResumeCommand:
 
 @dataclass(frozen=True)
 class PlotCommand:
-    """Draw learning curves of one or more runs (mean ± std over runs of the same config) as a PNG."""
+    """Draw learning curves of one or more runs (aggregated over runs of the same config) as a PNG; `lab eval` results as points."""
     run_dirs: tyro.conf.Positional[tuple[Path, ...]]
     """Run folders to plot."""
     metric: tuple[str, ...] = ()
     """Metric keys to draw (default: the usual return / loss / FID keys the runs have)."""
     out: Optional[Path] = None
     """Where to write the PNG (default: RUN_DIR/plots/curves.png, or runs/curves-<time>.png for several runs)."""
+    aggregate: Literal["mean-std", "mean-ci", "iqm-ci"] = "mean-std"
+    """Across seeds: mean ± std, mean with a 95% bootstrap interval, or the interquartile mean with one (rliable)."""
 
 
 def _load(target: str):
@@ -199,7 +201,7 @@ def cmd_plot(argv: list[str]) -> int:
     if not args.run_dirs:
         raise LabError("lab plot needs at least one run folder.")
     from lab.plot import plot_runs
-    print(f"wrote {plot_runs(list(args.run_dirs), list(args.metric) or None, args.out)}")
+    print(f"wrote {plot_runs(list(args.run_dirs), list(args.metric) or None, args.out, args.aggregate)}")
     return 0
 
 

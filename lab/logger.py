@@ -1,5 +1,5 @@
 """One call records a dict at a step to every sink: metrics.jsonl (the source of truth), metrics.csv,
-TensorBoard when installed, media files in the run folder, and the progress bar.
+TensorBoard when installed, media files in the run folder, and the progress (``lab.progress``).
 
 Metric keys are ``namespace/name``: ``train/loss``, ``rollout/ep_return``, ``eval/ep_return``,
 ``time/sps``. Values that are ``Image``, ``Video`` or ``Arrays`` are written as files under the
@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,11 @@ import torch
 
 from lab.errors import LabError
 from lab.media import Arrays, Image, Video
+from lab.progress import Progress
 from lab.rundir import RunDir
 
 MEDIA = (Image, Video, Arrays)
+SOURCE = "source"   # a row's field naming the command that logged it after training (e.g. "evaluate-command")
 _MEDIA_FOLDERS = ("samples", "videos", "plots")
 
 
@@ -85,16 +86,19 @@ def _replace_atomically(path: Path, write) -> None:
 
 
 class Logger:
-    """Writes metrics and media of one run. ``run=None`` gives a logger that writes nothing (rank > 0)."""
+    """Writes metrics and media of one run. ``run=None`` gives a logger that writes no file (rank > 0, or
+    training in memory, where ``progress`` still shows a transient bar)."""
 
-    def __init__(self, run: RunDir | None, total_steps: int = 0, start_step: int = 0, progress: bool = True):
+    def __init__(self, run: RunDir | None, total_steps: int = 0, start_step: int = 0, progress: bool = True,
+                 headline: str | None = None):
         self.run = run
         self._columns: list[str] = []
         self._tb = None
-        self._bar = None
-        self._last_shown: dict[str, float] = {}
-        self._total = total_steps
-        self._last_print = -math.inf
+        self._progress: Progress | None = None
+        self._latest: dict[str, float] = {}
+        self._headline = headline
+        if progress:   # without a run folder (train_in_memory: tests, benchmarks) a transient one
+            self._progress = Progress(total_steps, "train", unit="step", initial=start_step, leave=run is not None)
         if run is None:
             return
         try:
@@ -109,22 +113,20 @@ class Logger:
             self._tb = SummaryWriter(log_dir=str(run.path), purge_step=start_step or None)
         except ImportError:
             self._tb = None
-        if progress:
-            from tqdm.auto import tqdm
-            self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
-                             disable=None, file=sys.stderr, smoothing=0.1)
-            if self._bar.disable:
-                self._bar = None
 
     # ------------------------------------------------------------ scalars and media
-    def log(self, step: int, metrics: dict[str, Any]) -> list[Path]:
-        """Record ``metrics`` at ``step``; returns the media files written."""
-        if self.run is None:
-            return []
+    def log(self, step: int, metrics: dict[str, Any], source: str | None = None) -> list[Path]:
+        """Record ``metrics`` at ``step``; returns the media files written. ``source`` marks rows that a
+        command (``lab eval``) logged after training, so plots keep them apart from the training curves."""
         scalars = {k: to_float(v) for k, v in metrics.items() if not isinstance(v, MEDIA)}
+        if self.run is None:
+            self._report(scalars)
+            return []
         written = [self._save_media(step, k, v) for k, v in metrics.items() if isinstance(v, MEDIA)]
         if scalars:
             row = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in scalars.items()}}
+            if source is not None:
+                row[SOURCE] = source
             try:
                 with open(self.run.metrics_file, "a") as f:
                     f.write(json.dumps(row) + "\n")
@@ -134,8 +136,8 @@ class Logger:
             if self._tb is not None:
                 for key, value in scalars.items():
                     self._tb.add_scalar(key, value, step)
-            self._last_shown.update({k: v for k, v in scalars.items() if _shown(k)})
-            self._report(step)
+            if source is None:
+                self._report(scalars)
         return written
 
     def _save_media(self, step: int, key: str, value) -> Path:
@@ -152,8 +154,7 @@ class Logger:
         except OSError as error:
             raise LabError(f"cannot write {folder / name}: {error.strerror}.") from None
         if self._tb is not None and isinstance(value, Image):
-            from lab.media import _to_uint8_hwc
-            self._tb.add_image(key, _to_uint8_hwc(value.array), step, dataformats="HWC")
+            self._tb.add_image(key, value.pixels(), step, dataformats="HWC")
         return path
 
     def _write_csv(self, row: dict[str, Any]) -> None:
@@ -191,40 +192,41 @@ class Logger:
     # ------------------------------------------------------------ progress
     def advance(self, step: int) -> None:
         """Move the progress bar to ``step``."""
-        if self._bar is not None:
-            self._bar.update(step - self._bar.n)
+        if self._progress is not None:
+            self._progress.update_to(step)
 
-    def _report(self, step: int) -> None:
-        shown = {k.split("/", 1)[-1] if k.startswith("train/") else k: _fmt(v)
-                 for k, v in list(self._last_shown.items())[-5:]}
-        if self._bar is not None:
-            self._bar.set_postfix(shown, refresh=False)
-        elif time.monotonic() - self._last_print >= 10 or step >= self._total:
-            # without a terminal (CI, nohup) a line every 10 s stands in for the bar
-            self._last_print = time.monotonic()
-            text = " | ".join(f"{k} {v}" for k, v in shown.items())
-            print(f"step {step}/{self._total} | {text}", file=sys.stderr, flush=True)
+    def _report(self, scalars: dict[str, float]) -> None:
+        self._latest.update(scalars)
+        if self._progress is not None:
+            self._progress.show({_short(k): _fmt(self._latest[k]) for k in self.shown_keys()})
+
+    def shown_keys(self) -> list[str]:
+        """What the progress shows, always: the losses, the headline metric (the algorithm's best metric,
+        else its first evaluation metric) and the training episodes' return."""
+        losses = [k for k in self._latest if k.startswith("train/") and ("loss" in k or "elbo" in k)]
+        headline = self._headline or next((k for k in self._latest if k.startswith("eval/")), None)
+        return [k for k in losses + [headline, "rollout/ep_return"] if k in self._latest]
 
     def message(self, text: str) -> None:
         """A line for the person watching (keeps the progress bar intact)."""
         if self.run is None:
             return
-        if self._bar is not None:
-            self._bar.write(text, file=sys.stderr)
+        if self._progress is not None:
+            self._progress.write(text)
         else:
             print(text, file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
         if self._tb is not None:
             self._tb.close()
             self._tb = None
 
 
-def _shown(key: str) -> bool:
-    return key.startswith(("eval/", "rollout/")) or "loss" in key or key == "time/sps"
+def _short(key: str) -> str:
+    return key.split("/", 1)[1] if key.startswith("train/") else key
 
 
 def _fmt(value: float) -> str:

@@ -27,14 +27,34 @@ def _to_uint8_hwc(array) -> np.ndarray:
     return array
 
 
+READABLE_LONG_SIDE = 256    # px: smaller pictures are enlarged until their longer side reaches this
+READABLE_SHORT_SIDE = 64    # px: ... and their shorter side this (a strip of small frames)
+
+
+def readable_factor(height: int, width: int) -> int:
+    """The integer enlargement that makes a picture readable (1 for pictures that already are)."""
+    return max(1, -(-READABLE_LONG_SIDE // max(height, width)), -(-READABLE_SHORT_SIDE // min(height, width)))
+
+
+def readable(pixels: np.ndarray) -> np.ndarray:
+    """Enlarge a small uint8 HWC picture by ``readable_factor``, nearest neighbour (pixels stay sharp)."""
+    factor = readable_factor(*pixels.shape[:2])
+    return pixels.repeat(factor, 0).repeat(factor, 1) if factor > 1 else pixels
+
+
 @dataclass
 class Image:
-    """One picture: an array HW, HWC or CHW, float in [0, 1] or uint8."""
+    """One picture: an array HW, HWC or CHW, float in [0, 1] or uint8. Saved (and sent to TensorBoard)
+    enlarged to a readable size when it is small (a grid of 8x8 digits is 73 px across)."""
     array: object
+
+    def pixels(self) -> np.ndarray:
+        """The picture as it is saved: uint8 HWC, enlarged by ``readable``."""
+        return readable(_to_uint8_hwc(self.array))
 
     def save(self, path: Path) -> Path:
         from PIL import Image as PILImage
-        pixels = _to_uint8_hwc(self.array)
+        pixels = self.pixels()
         mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
         path = path.with_suffix(".png")
         PILImage.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode).save(path)
@@ -79,6 +99,26 @@ def image_grid(images, nrow: int | None = None, pad: int = 1) -> np.ndarray:
         r, k = divmod(i, nrow)
         grid[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + k * (w + pad): pad + k * (w + pad) + w] = images[i]
     return grid
+
+
+def labelled_grid(images, row_labels: list[str], nrow: int, pad: int = 2) -> np.ndarray:
+    """``image_grid`` with ``nrow`` images (N, C, H, W) a row and a label left of each row, enlarged to a
+    readable size first so that the text stays sharp; uint8 HWC."""
+    from PIL import Image as PILImage, ImageDraw, ImageFont
+    raw = _to_uint8_hwc(image_grid(images, nrow=nrow, pad=pad))
+    factor = readable_factor(*raw.shape[:2])
+    grid = readable(raw)
+    height = np.shape(images)[-2]
+    font = ImageFont.load_default(size=max(11, min(18, factor * height // 2)))
+    margin = 12 + int(max(font.getlength(label) for label in row_labels))
+    canvas = PILImage.new("RGB" if grid.shape[-1] == 3 else "L", (margin + grid.shape[1], grid.shape[0]), "white")
+    canvas.paste(PILImage.fromarray(grid if grid.shape[-1] == 3 else grid[..., 0]), (margin, 0))
+    draw = ImageDraw.Draw(canvas)
+    for r, label in enumerate(row_labels):
+        middle = factor * (pad + r * (height + pad) + height / 2)
+        draw.text((margin - 6, middle), label, fill=0, font=font, anchor="rm")
+    pixels = np.asarray(canvas)
+    return pixels if pixels.ndim == 3 else pixels[..., None]
 
 
 @dataclass

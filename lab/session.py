@@ -217,7 +217,7 @@ def _call_on_checkpoint(run_path: Path, method: str, options: Any, which: str, d
         run.lock()
         logger = Logger(run, progress=False)
         try:
-            written = logger.log(step, results)
+            written = logger.log(step, results, source=f"{method}-command")
         finally:
             logger.close()
     except LabError as error:

@@ -100,7 +100,9 @@ class Trainer:
     def fit(self) -> int:
         """Train to the end (exit status 0) or until a stop signal (checkpoint written, status 128 + signum)."""
         log_every, eval_every, checkpoint_every = self.options.cadence(self.total_steps)
-        logger = Logger(self.run if self.runtime.is_main else None, self.total_steps, self.step)
+        headline = (getattr(self.algorithm, "best_metric", None) or (None,))[0]
+        logger = Logger(self.run if self.runtime.is_main else None, self.total_steps, self.step,
+                        progress=self.runtime.is_main, headline=headline)
         if self.run is not None:
             self.run.write_status("running", self.step)
         previous_handlers = self._install_signal_handlers()

@@ -7,6 +7,7 @@ import numpy as np
 
 from envs.make import finished_episodes, make_render_env, make_vector_env
 from lab.media import Video
+from lab.progress import Progress
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """Maps a batch of observations to a batch of actions."""
@@ -23,6 +24,7 @@ def run_episodes(policy: Policy, env_id: str, episodes: int, seed: int, num_envs
     quota[: episodes % num_envs] += 1
     envs = make_vector_env(env_id, num_envs, for_training=False, **env_options)
     returns: list[list[float]] = [[] for _ in range(num_envs)]
+    progress = Progress(episodes, "eval", unit="episode", leave=False)
     try:
         obs, _ = envs.reset(seed=seed)
         while any(len(r) < q for r, q in zip(returns, quota)):
@@ -33,7 +35,11 @@ def run_episodes(policy: Policy, env_id: str, episodes: int, seed: int, num_envs
             for i in np.flatnonzero(infos.get("_episode", np.ones(num_envs, bool))):
                 if len(returns[i]) < quota[i]:
                     returns[i].append(float(episode["r"][i]))
+            done = [r for per_env in returns for r in per_env]
+            progress.update_to(len(done))
+            progress.show({"mean return": f"{np.mean(done):.1f}"})
     finally:
+        progress.close()
         envs.close()
     return np.array([r for per_env in returns for r in per_env], dtype=np.float64)
 
@@ -42,6 +48,7 @@ def record_video(policy: Policy, env_id: str, seed: int, max_frames: int = 5000,
                  **env_options) -> tuple[Video, float]:
     """One episode played by ``policy`` as a ``lab.Video``, and its return."""
     env = make_render_env(env_id, **env_options)
+    progress = Progress(None, "video", unit="frame", leave=False)
     try:
         obs, _ = env.reset(seed=seed)
         frames, total, done = [env.render()], 0.0, False
@@ -51,7 +58,9 @@ def record_video(policy: Policy, env_id: str, seed: int, max_frames: int = 5000,
             total += float(reward)
             done = terminated or truncated
             frames.append(env.render())
+            progress.update(1)
     finally:
+        progress.close()
         env.close()
     return Video(np.stack(frames), fps=fps), total
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.atari import resize_area
 from envs.make import finished_episodes, make_render_env, make_vector_env
 from rl.dqn.replay import ReplayBuffer, make_replay_buffer
 
@@ -98,3 +99,42 @@ def test_dqn_smoke_on_pong_through_the_full_pipeline(lab, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = (run / "metrics.jsonl").read_text()
     assert "train/loss" in rows and "eval/ep_return" in rows
+
+
+def test_area_resize_equals_opencv_inter_area_on_a_hand_checkable_frame():
+    # 5 -> 2 pixels: each output averages 2.5 inputs, the middle one shared half and half (OpenCV's rule)
+    frame = np.array([[0, 10, 20, 30, 40]], np.uint8).repeat(5, 0)
+    expected = np.rint([(0 + 10 + 0.5 * 20) / 2.5, (0.5 * 20 + 30 + 40) / 2.5])
+    assert (resize_area(frame, 2, 2) == expected.astype(np.uint8)).all()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_video_env_sees_exactly_what_the_vector_env_sees_frame_for_frame(seed, monkeypatch):
+    """Same start actions and actions: the Python pipeline of the videos equals ALE's vector env bit for bit."""
+    vector = make_vector_env("ALE/Breakout-v5", 1, for_training=False)
+    render = make_render_env("ALE/Breakout-v5")
+    rng = np.random.default_rng(seed)
+    try:
+        first, _ = vector.reset(seed=seed)
+        starts = []
+        for count in range(30):      # which start-action count ALE drew for this seed
+            monkeypatch.setattr(render, "start_actions", lambda count=count: count)
+            if (render.reset(seed=seed)[0] == first[0]).all():
+                starts.append(count)
+        assert starts, "no start-action count reproduces the vector env's first observation"
+        monkeypatch.setattr(render, "start_actions", lambda: starts[0])
+        render.reset(seed=seed)
+        for step in range(2000):
+            action = int(rng.integers(4))
+            obs, reward, *_, infos = vector.step(np.array([action]))
+            mine, my_reward, terminated, truncated, _ = render.step(action)
+            if infos["_final_obs"][0]:     # the game ends on the same step (the agent acts on no later frame)
+                assert terminated and my_reward == reward[0]
+                break
+            assert (mine == obs[0]).all(), f"observations differ at step {step}"
+            assert my_reward == reward[0] and not (terminated or truncated)
+        else:
+            pytest.fail("the game never ended; the comparison did not reach a game over")
+    finally:
+        vector.close()
+        render.close()

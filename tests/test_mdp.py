@@ -199,3 +199,33 @@ def test_lab_solve_bad_input_is_one_sentence(lab, tmp_path, args, message):
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("lab: error: ") and message in err
     assert not list(Path(tmp_path).glob("solve-*"))
+
+
+def test_sweep_panels_share_one_colour_scale(tmp_path, monkeypatch):
+    from rl.mdp import plot
+    scales = []
+    draw = plot.draw_grid
+    monkeypatch.setattr(plot, "draw_grid", lambda *args: scales.append(args[-1]) or draw(*args))
+    panels = []
+    for reward in (-2.0, -0.04):
+        mdp = classic(living_reward=reward)
+        solution = value_iteration(mdp)
+        panels.append((f"{reward}", mdp.layout, solution.V, solution.policy))
+    plot.save_grid_panels(tmp_path / "sweep.png", panels)
+    lowest = min(np.nanmin(p[1].on_grid(p[2])) for p in panels)
+    assert scales[0] == scales[1] == (pytest.approx(lowest), pytest.approx(1.0))
+
+
+def test_solve_text_says_what_the_figure_shows(lab, tmp_path):
+    code, out, err = solve_cli(lab, "solve", "--env", "random", "--states", "500", "--runs-dir", tmp_path)
+    assert code == 0, err
+    assert "500 states" in out and "first 64 of 500 states" in out and "whole" not in out
+
+
+def test_a_generated_world_starts_where_its_values_are_not_all_the_floor():
+    mdp = make_gridworld(size=150)              # γ = 0.99: the floor is -0.04 / (1 - γ) = -4
+    solution = value_iteration(mdp)
+    assert -3.0 < solution.V[mdp.start] < 0.0
+    row, col = mdp.layout.map.start
+    assert row + (149 - col) == 100             # the horizon 1 / (1 - γ) from the +1 in the top-right corner
+    assert mdp.n_states < 150 * 150             # walls: fewer states than cells

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from generative.diffusion.schedule import NoiseSchedule
+from lab.progress import Progress
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t, t) -> the network's raw output (ε̂, v̂ or x̂_0, whichever it was trained to predict)."""
@@ -75,13 +76,15 @@ def _run(denoiser: Denoiser, schedule: NoiseSchedule, x: torch.Tensor, timesteps
     ts = timesteps.to(device)
     keep = _frame_indices(len(timesteps), frames)
     recorded = [x[:1].clone()] if frames > 0 else []
-    for i in range(len(timesteps)):
-        t = ts[i].expand(batch)
-        x0, eps = schedule.x0_and_eps(denoiser(x, t), x, t, prediction, clip)
-        noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
-        x = update(x, x0, eps, noise, {k: v[i] for k, v in c.items()})
-        if i in keep:
-            recorded.append(x[:1].clone())
+    with Progress(len(timesteps), f"sampling {batch}", unit="step", leave=False) as progress:
+        for i in range(len(timesteps)):
+            t = ts[i].expand(batch)
+            x0, eps = schedule.x0_and_eps(denoiser(x, t), x, t, prediction, clip)
+            noise = torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype)
+            x = update(x, x0, eps, noise, {k: v[i] for k, v in c.items()})
+            if i in keep:
+                recorded.append(x[:1].clone())
+            progress.update(1)
     return x, (torch.cat(recorded) if recorded else None)
 
 

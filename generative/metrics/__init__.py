@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 
 import torch
-import torch.nn.functional as F
 
 from generative.data import IMAGE_DATASETS, TOY_DATASETS, check_dataset, load_images, to_native, \
     toy_distribution
@@ -25,7 +24,7 @@ from generative.metrics.inception_score import inception_score
 from generative.metrics.knn import memorization_ratio, nearest, precision_recall
 from generative.metrics.toy import high_quality_share, modes_captured, reference_points
 from lab.errors import LabError
-from lab.media import Image, image_grid
+from lab.media import Image, labelled_grid
 
 __all__ = ["score_images", "score_toy", "memorization_grid", "frechet_distance", "frechet_distance_of",
            "feature_statistics", "inception_score", "precision_recall", "memorization_ratio", "modes_captured",
@@ -128,13 +127,13 @@ def score_toy(samples: torch.Tensor, name: str) -> dict[str, float]:
 
 
 @torch.no_grad()
-def memorization_grid(samples: torch.Tensor, data: str, *, data_dir=None, n: int = 16) -> Image:
-    """The first n samples, each beside its nearest training image (pixel distance), 4 pairs a row."""
+def memorization_grid(samples: torch.Tensor, data: str, *, data_dir=None, n: int = 16, per_row: int = 8) -> Image:
+    """The first n samples, each above its nearest training image (pixel distance), rows labelled."""
     check_dataset(data, IMAGE_DATASETS)
     fake = to_native(samples[:n].detach().float().cpu(), data).clamp(0.0, 1.0)
     train = reference_images(data, "train", data_dir)
     neighbours = train[nearest(fake, train)[1]]
-    pairs = torch.stack([fake, neighbours], 1).flatten(0, 1)
-    if pairs.shape[-1] < 32:   # small images (digits) are enlarged so the grid can be read
-        pairs = F.interpolate(pairs, scale_factor=32 // pairs.shape[-1], mode="nearest")
-    return Image(image_grid(pairs, nrow=8, pad=2))
+    per_row = min(per_row, len(fake))
+    blocks = [torch.cat([fake[i:i + per_row], neighbours[i:i + per_row]])
+              for i in range(0, len(fake) - per_row + 1, per_row)]
+    return Image(labelled_grid(torch.cat(blocks), ["sample", "nearest in train"] * len(blocks), nrow=per_row))

@@ -30,28 +30,41 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
                      eps: float = 1e-6) -> float:
     """Squared Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
-    When sigma1 sigma2 is singular (fewer samples than feature dimensions, or a collapsed model) scipy
-    warns or returns non-finite values; eps * I is then added to both covariances (as pytorch-fid does).
-    A negligible imaginary part (round-off) is discarded; a large one means the square root failed and raises.
+    pytorch-fid's rule: the square root of sigma1 sigma2 is taken as it is, singular or not (dead
+    feature units make it exactly singular, and the Schur method is still accurate there); only when
+    it is not finite or has a large imaginary part is eps * I added to both covariances. Negligible
+    imaginary parts (round-off) are discarded; a large one that remains raises.
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise LabError(f"feature statistics differ in shape: {mu1.shape} vs {mu2.shape}.")
     diff = mu1 - mu2
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", scipy.linalg.LinAlgWarning)
-        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if caught or not np.isfinite(covmean).all():   # singular product: regularize both covariances
+    covmean = _sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all() or _imaginary_part(covmean) > 0:
         offset = eps * np.eye(len(sigma1))
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        imaginary = np.abs(covmean.imag).max()
-        if imaginary > 1e-3 * max(1.0, np.abs(covmean.real).max()):
-            raise LabError(f"the matrix square root in the Fréchet distance has an imaginary part of {imaginary:.3g}: "
-                           "the covariances are ill-conditioned (too few samples for the feature size?).")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    imaginary = _imaginary_part(covmean)
+    if imaginary > 0 or not np.isfinite(covmean).all():
+        raise LabError(f"the matrix square root in the Fréchet distance has an imaginary part of {imaginary:.3g}: "
+                       "the covariances are ill-conditioned (too few samples for the feature size?).")
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean.real))
+
+
+def _sqrtm(matrix: np.ndarray) -> np.ndarray:
+    """scipy's Schur square root; its warning on singular input is expected here (see above)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        return scipy.linalg.sqrtm(matrix)
+
+
+def _imaginary_part(root: np.ndarray) -> float:
+    """The largest imaginary part on the diagonal of a square root (only the trace counts) when it is
+    more than round-off (pytorch-fid's tolerance, 1e-3), else 0."""
+    if not np.iscomplexobj(root):
+        return 0.0
+    imaginary = float(np.abs(np.diagonal(root).imag).max())
+    return imaginary if imaginary > 1e-3 else 0.0
 
 
 def frechet_distance_of(features_a, features_b) -> float:

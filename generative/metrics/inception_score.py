@@ -11,14 +11,17 @@ from lab.errors import LabError
 
 
 def inception_score(probs: torch.Tensor, splits: int = 10) -> tuple[float, float]:
-    """(mean, std) over ``splits`` equal parts of the Inception Score of class probabilities (N, K)."""
+    """(mean, std) of the Inception Score of class probabilities (N, K) over ``splits`` parts, cut at
+    i * N // splits as the original code (Salimans et al.) and torch-fidelity do."""
     probs = probs.detach().double().cpu()
-    if len(probs) < splits:
-        raise LabError(f"the Inception Score with {splits} splits needs at least {splits} samples; got {len(probs)}.")
+    n = len(probs)
+    if n < splits:
+        raise LabError(f"the Inception Score with {splits} splits needs at least {splits} samples; got {n}.")
     scores = []
-    for part in probs.chunk(splits):
+    for i in range(splits):
+        part = probs[i * n // splits: (i + 1) * n // splits]
         marginal = part.mean(0, keepdim=True)                                     # p(y)
         kl = (part * (part.clamp_min(1e-12).log() - marginal.clamp_min(1e-12).log())).sum(1)   # KL(p(y|x) || p(y))
         scores.append(kl.mean().exp())
     scores = torch.stack(scores)
-    return float(scores.mean()), float(scores.std(unbiased=False)) if splits > 1 else 0.0
+    return float(scores.mean()), float(scores.std(unbiased=False))

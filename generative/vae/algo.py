@@ -36,7 +36,7 @@ from generative.vae.model import VAE, log_likelihood_bounds
 from generative.vae.nets import make_networks
 from lab.memory import require_batch
 from lab.config import non_negative, one_of, positive
-from lab.media import Arrays
+from lab.media import Arrays, Image, labelled_grid
 from lab.runtime import Runtime
 
 TEST_BINARIZATION_SEED = 0
@@ -225,10 +225,13 @@ class Algorithm:
         """Columns of test images: the gray image, the binary image drawn from it and encoded (Bernoulli
         likelihood only), and the reconstruction, the mean of p(x|z = μ(x))."""
         x = self.test_x[:n]
-        shown = [self.test_gray[:n]] + ([x] if self.config.likelihood == "bernoulli" else [])
-        shown.append(self.model.decode_mean(self.model.encoder(x)[0]))
-        kinds = torch.stack(shown).view(len(shown), 4, n // 4, *self.shape)   # (kind, row, column, C, H, W)
-        return samples_grid(_enlarged(kinds.transpose(0, 1).flatten(0, 2)), nrow=n // 4)
+        shown = {"test image": self.test_gray[:n]}
+        if self.config.likelihood == "bernoulli":
+            shown["binary input"] = x
+        shown["reconstruction"] = self.model.decode_mean(self.model.encoder(x)[0])
+        kinds = torch.stack(list(shown.values())).view(len(shown), 4, n // 4, *self.shape)   # (kind, row, column, C, H, W)
+        images = _enlarged(kinds.transpose(0, 1).flatten(0, 2)).clamp(0.0, 1.0)
+        return Image(labelled_grid(images, list(shown) * 4, nrow=n // 4))
 
     def _interpolation(self, pairs: int = 8, steps: int = 10):
         """Each row: a test image, the decoded means along the straight line between the two posterior

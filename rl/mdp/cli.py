@@ -2,7 +2,7 @@
 
     lab solve                                             the 4×3 world of the notes, value iteration
     lab solve --algo policy-iteration --living-reward -0.4
-    lab solve --size 1000                                 a generated 1000×1000 world (γ = 0.99)
+    lab solve --size 1000                                 a generated 1000×1000 world (γ = 0.99; 899,759 states)
     lab solve --map world.txt --json                      a world from a text map; JSON to stdout
     lab solve --sweep-living-reward -2 -0.4 -0.04         the notes' figure: one policy per living reward
     lab solve --env random --states 500 --actions 4 --successors 10
@@ -26,7 +26,7 @@ from envs.tabular import TabularMDP, random_mdp
 from lab.config import in_range, one_of, positive, require, to_dict
 from lab.rundir import RunDir
 from rl.mdp.backends import BACKENDS
-from rl.mdp.plot import save_action_values, save_grid_panels
+from rl.mdp.plot import STATES_SHOWN, TEXT_CELLS, save_action_values, save_grid_panels
 from rl.mdp.solvers import Solution, policy_iteration, q_iteration, value_iteration
 
 JSON_ARRAY_LIMIT = 100_000   # states above which V and the policy are written to solution.npz
@@ -154,17 +154,21 @@ def headline(mdp: TabularMDP, s: Solution) -> str:
     if s.evaluation_sweeps:
         counts += f" ({s.evaluation_sweeps} evaluation sweeps)"
     state = "" if s.converged else "  NOT CONVERGED"
-    return (f"{mdp.name} ({mdp.n_states} states, {mdp.n_actions} actions, γ={mdp.gamma:g}) · {s.algo} on "
+    return (f"{mdp.name} ({mdp.n_states:,} states, {mdp.n_actions} actions, γ={mdp.gamma:g}) · {s.algo} on "
             f"{s.backend}: {counts}, residual {s.residual:.3g}, {s.seconds:.3f} s{state}")
 
 
 def text_of(mdp: TabularMDP, s: Solution) -> str:
-    if mdp.layout is not None and mdp.layout.shape[0] * mdp.layout.shape[1] <= 400:
+    if mdp.layout is not None and mdp.layout.shape[0] * mdp.layout.shape[1] <= TEXT_CELLS:
         return mdp.layout.format(s.V, s.policy)
     if mdp.layout is None and mdp.n_states <= 30:
         return "\n".join(f"  state {i:3d}: V = {v:.6f}  action {mdp.action_names[a]}"
                          for i, (v, a) in enumerate(zip(s.V, s.policy)))
-    return f"value of the start state: {s.V[mdp.start]:.6f} (the heat map shows the whole world)"
+    value = f"value of the start state: {s.V[mdp.start]:.6f}"
+    if mdp.layout is not None:
+        return value + " (the heat map shows V on the whole world, the start as a star)"
+    shown = min(mdp.n_states, STATES_SHOWN)
+    return value + f" (the heat map shows Q of the first {shown} of {mdp.n_states:,} states)"
 
 
 def _run_folder(cmd: SolveCommand, label: str) -> RunDir:

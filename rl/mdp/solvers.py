@@ -22,6 +22,7 @@ import scipy.sparse.linalg as spla
 
 from envs.tabular import TabularMDP, steps_to
 from lab.errors import LabError
+from lab.progress import Progress
 from rl.mdp.backends import make_backend, stacked_csr
 
 Stop = Literal["span", "sup"]
@@ -103,12 +104,14 @@ def value_iteration(mdp: TabularMDP, eps: float = 1e-6, stop: Stop = "span", gau
     V = be.zeros()
     out = V if gauss_seidel else be.zeros()
     residual, sweeps, lo, hi = np.inf, 0, np.nan, np.nan
-    while sweeps < max_sweeps and not residual < threshold:
-        # Bellman optimality backup: V(s) <- max_a R(s,a) + γ Σ_s' T(s,a,s') V(s')  (fused per backend)
-        lo, hi = be.optimality_backup(V, out)
-        if not gauss_seidel:
-            V, out = out, V
-        residual, sweeps = _statistic(lo, hi, stop, mdp.gamma), sweeps + 1
+    with _progress("value iteration", "sweep") as progress:
+        while sweeps < max_sweeps and not residual < threshold:
+            # Bellman optimality backup: V(s) <- max_a R(s,a) + γ Σ_s' T(s,a,s') V(s')  (fused per backend)
+            lo, hi = be.optimality_backup(V, out)
+            if not gauss_seidel:
+                V, out = out, V
+            residual, sweeps = _statistic(lo, hi, stop, mdp.gamma), sweeps + 1
+            _report(progress, residual, threshold)
     V = _span_estimate(V, lo, hi, stop, mdp.gamma)
     return _finish("value-iteration" + ("-gs" if gauss_seidel else ""), be, V, sweeps, residual, start,
                    bool(residual < threshold))
@@ -124,11 +127,13 @@ def q_iteration(mdp: TabularMDP, eps: float = 1e-6, stop: Stop = "span", backend
     Q = be.zeros(mdp.n_states, mdp.n_actions)
     V, _ = be.greedy(Q)
     residual, sweeps, lo, hi = np.inf, 0, np.nan, np.nan
-    while sweeps < max_sweeps and not residual < threshold:
-        Q = be.R + be.gamma * be.expect(V)   # Q iteration: Q(s,a) <- R(s,a) + γ Σ_s' T(s,a,s') max_a' Q(s',a')
-        V_next, _ = be.greedy(Q)
-        lo, hi = be.range(V_next - V)
-        V, residual, sweeps = V_next, _statistic(lo, hi, stop, mdp.gamma), sweeps + 1
+    with _progress("Q iteration", "sweep") as progress:
+        while sweeps < max_sweeps and not residual < threshold:
+            Q = be.R + be.gamma * be.expect(V)   # Q iteration: Q(s,a) <- R(s,a) + γ Σ_s' T(s,a,s') max_a' Q(s',a')
+            V_next, _ = be.greedy(Q)
+            lo, hi = be.range(V_next - V)
+            V, residual, sweeps = V_next, _statistic(lo, hi, stop, mdp.gamma), sweeps + 1
+            _report(progress, residual, threshold)
     V = _span_estimate(V, lo, hi, stop, mdp.gamma)
     return _finish("q-iteration", be, V, sweeps, residual, start, bool(residual < threshold))
 
@@ -181,10 +186,12 @@ def evaluate_iterative(be, policy, V, threshold: float, max_sweeps: int) -> tupl
     """V^π by repeated Bellman expectation backups from V; returns (V, sweeps, residual)."""
     r_pi = be.take(be.R, policy)
     residual, sweeps = np.inf, 0
-    while sweeps < max_sweeps and not residual < threshold:
-        V_next = r_pi + be.gamma * be.take(be.expect(V), policy)   # Bellman expectation backup for π
-        lo, hi = be.range(V_next - V)
-        V, residual, sweeps = V_next, max(abs(lo), abs(hi)), sweeps + 1
+    with _progress("policy evaluation", "sweep") as progress:
+        while sweeps < max_sweeps and not residual < threshold:
+            V_next = r_pi + be.gamma * be.take(be.expect(V), policy)   # Bellman expectation backup for π
+            lo, hi = be.range(V_next - V)
+            V, residual, sweeps = V_next, max(abs(lo), abs(hi)), sweeps + 1
+            _report(progress, residual, threshold)
     return V, sweeps, residual
 
 
@@ -238,23 +245,37 @@ def policy_iteration(mdp: TabularMDP, evaluation: Literal["exact", "iterative"] 
     # γ = 1: start from a proper policy, so that every evaluation is finite
     policy = proper_policy(mdp) if mdp.gamma == 1 else np.argmax(mdp.R, axis=1)
     V, improvements, evaluation_sweeps, stable, partial = be.zeros(), 0, 0, False, eval_sweeps is not None
-    while not stable and improvements < max_iterations:
-        if evaluation == "exact":
-            V = be.asarray(evaluate_exact(mdp, policy))
-        else:
-            V, sweeps, _ = evaluate_iterative(be, policy, V, threshold, eval_sweeps if partial else 1_000_000)
-            evaluation_sweeps += sweeps
-        Q = be.R + be.gamma * be.expect(V)   # greedy improvement: π'(s) = argmax_a R(s,a) + γ Σ_s' T V^π(s')
-        best, greedy = (be.to_numpy(x) for x in be.greedy(Q))
-        keep = be.to_numpy(be.take(Q, policy)) >= best - 1e-12 * (1 + np.abs(best))   # ties keep the action
-        new_policy = np.where(keep, policy, greedy)
-        stable, policy, improvements = np.array_equal(new_policy, policy), new_policy, improvements + 1
-        if stable and evaluation == "iterative" and partial:
-            stable, partial = False, False   # confirm with a converged evaluation
+    with _progress("policy iteration", "improvement") as progress:
+        while not stable and improvements < max_iterations:
+            if evaluation == "exact":
+                V = be.asarray(evaluate_exact(mdp, policy))
+            else:
+                V, sweeps, _ = evaluate_iterative(be, policy, V, threshold, eval_sweeps if partial else 1_000_000)
+                evaluation_sweeps += sweeps
+            Q = be.R + be.gamma * be.expect(V)   # greedy improvement: π'(s) = argmax_a R(s,a) + γ Σ_s' T V^π(s')
+            best, greedy = (be.to_numpy(x) for x in be.greedy(Q))
+            keep = be.to_numpy(be.take(Q, policy)) >= best - 1e-12 * (1 + np.abs(best))   # ties keep the action
+            new_policy = np.where(keep, policy, greedy)
+            changed = int((new_policy != policy).sum())
+            stable, policy, improvements = changed == 0, new_policy, improvements + 1
+            progress.update(1)
+            progress.show({"states changed": str(changed)})
+            if stable and evaluation == "iterative" and partial:
+                stable, partial = False, False   # confirm with a converged evaluation
     solution = _finish("policy-iteration", be, V, improvements, 0.0, start, stable,
                        evaluation_sweeps=evaluation_sweeps)
     solution.policy = policy   # the stable policy itself (greedy up to ties)
     return solution
+
+
+def _progress(what: str, unit: str) -> Progress:
+    """A solver loop's progress (count, rate, residual); transient, so a short solve prints nothing without a terminal."""
+    return Progress(None, what, unit=unit, leave=False)
+
+
+def _report(progress: Progress, residual: float, threshold: float) -> None:
+    progress.update(1)
+    progress.show({"residual": f"{residual:.3g}", "stops below": f"{threshold:.3g}"})
 
 
 SOLVERS = {"value-iteration": value_iteration, "policy-iteration": policy_iteration, "q-iteration": q_iteration}
