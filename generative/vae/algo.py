@@ -27,8 +27,8 @@ from typing import Optional
 
 import torch
 
-from generative.data import IMAGE_DATASETS, BatchIterator, check_dataset, load_images
-from generative.plots import figure_image, samples_grid
+from generative.data import IMAGE_DATASETS, BatchIterator, binarize_once, check_dataset, load_images
+from generative.plots import enlarged, figure_image, samples_grid
 from generative.vae.bound import free_bits_kl
 from generative.vae.likelihoods import LIKELIHOODS, make_likelihood
 from generative.vae.model import VAE, log_likelihood_bounds
@@ -37,8 +37,6 @@ from lab.config import non_negative, one_of, positive
 from lab.media import Arrays
 from lab.runtime import Runtime
 
-TEST_BINARIZATION_SEED = 0
-"""Seed of the one stochastic binarization of the test split (the same for every run and seed)."""
 TRAINING_EVAL_K = 16
 """Importance samples per test image in the evaluations during training (``lab eval`` takes --k)."""
 
@@ -158,7 +156,7 @@ class Algorithm:
             return images
         if self.config.binarize == "threshold":
             return (images > 0.5).float()
-        return torch.bernoulli(images, generator=torch.Generator().manual_seed(TEST_BINARIZATION_SEED))
+        return binarize_once(images)
 
     def _kl_weight(self, step: int) -> float:
         warmup = self.config.kl_warmup_steps
@@ -197,7 +195,7 @@ class Algorithm:
             "eval/nll_iw": -bounds["iw"].mean().item(),
             "eval/iw_k": options.k,
             "eval/active_units": self._active_units(),
-            "samples/grid": samples_grid(_enlarged(self.model.sample(64, generator)), nrow=8),
+            "samples/grid": samples_grid(enlarged(self.model.sample(64, generator)), nrow=8),
             "plots/reconstructions": self._reconstructions(),
             "plots/interpolation": self._interpolation(),
         }
@@ -226,7 +224,7 @@ class Algorithm:
         shown = [self.test_gray[:n]] + ([x] if self.config.likelihood == "bernoulli" else [])
         shown.append(self.model.decode_mean(self.model.encoder(x)[0]))
         kinds = torch.stack(shown).view(len(shown), 4, n // 4, *self.shape)   # (kind, row, column, C, H, W)
-        return samples_grid(_enlarged(kinds.transpose(0, 1).flatten(0, 2)), nrow=n // 4)
+        return samples_grid(enlarged(kinds.transpose(0, 1).flatten(0, 2)), nrow=n // 4)
 
     def _interpolation(self, pairs: int = 8, steps: int = 10):
         """Each row: a test image, the decoded means along the straight line between the two posterior
@@ -237,7 +235,7 @@ class Algorithm:
         path = self.model.decode_mean(((1 - t) * mu_a[:, None] + t * mu_b[:, None]).flatten(0, 1))
         gray = self.test_gray[:2 * pairs].view(2, pairs, 1, *self.shape)
         rows = torch.cat([gray[0], path.view(pairs, steps, *self.shape), gray[1]], 1)
-        return samples_grid(_enlarged(rows.flatten(0, 1)), nrow=steps + 2)
+        return samples_grid(enlarged(rows.flatten(0, 1)), nrow=steps + 2)
 
     def _latent_map(self):
         """The test set's posterior means in the 2-D latent space, coloured by class."""
@@ -261,7 +259,7 @@ class Algorithm:
         options = options or SampleOptions()
         self.model.eval()
         images = self.model.sample(options.n, torch.Generator(self.rt.device).manual_seed(options.seed))
-        return {"samples/grid": samples_grid(_enlarged(images)), "samples/images": Arrays({"images": images})}
+        return {"samples/grid": samples_grid(enlarged(images)), "samples/images": Arrays({"images": images})}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -273,8 +271,3 @@ class Algorithm:
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
 
-
-def _enlarged(images: torch.Tensor, side: int = 32) -> torch.Tensor:
-    """Images blown up by whole pixels (nearest neighbour) to at least ``side`` for viewing (8x8 -> 32x32)."""
-    factor = -(-side // images.shape[-1])
-    return images.repeat_interleave(factor, -1).repeat_interleave(factor, -2) if factor > 1 else images
