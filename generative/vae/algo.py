@@ -13,7 +13,9 @@ Likelihood (see likelihoods.py): the default is Bernoulli on dynamically binariz
 minibatch draws x ~ Bernoulli(gray levels) afresh; the test split is binarized once with a fixed seed),
 the protocol of the MNIST log-likelihood literature, so -ELBO and -log p(x) are true nats per image.
 Gaussian (fixed or learned σ) and continuous-Bernoulli model the gray levels themselves; theirs are
-densities, not comparable with the Bernoulli figures.
+densities, not comparable with the Bernoulli figures. The discretized Gaussian integrates the Gaussian
+over each discrete gray level's bin (17 levels for digits): probabilities again, so its -log p(x) is in
+nats of the discrete image, the figure PixelCNN and the DDPM bound report on the same test split.
 
 Evaluation reports, on the test split, -ELBO split into reconstruction and KL, and the importance-
 weighted estimate of -log p(x) with K samples (Burda et al., 2016); ``lab eval`` adds the sample
@@ -60,12 +62,14 @@ class Config:
     """Units of each hidden layer; used by --net mlp."""
     likelihood: str = "bernoulli"
     """p(x|z): bernoulli on binarized pixels (nats comparable with the literature), gaussian or
-    continuous-bernoulli on the gray levels."""
+    continuous-bernoulli densities on the gray levels, or discretized-gaussian: probabilities of the
+    data's discrete gray levels (17 for digits), comparable with PixelCNN and the DDPM bound."""
     binarize: str = "dynamic"
     """How --likelihood bernoulli binarizes: dynamic (a fresh Bernoulli draw of every training batch;
     test split drawn once with a fixed seed) or threshold (pixel > 0.5, train and test)."""
     gaussian_variance: str = "learned"
-    """--likelihood gaussian: one learned σ shared by all pixels (σ-VAE), or σ fixed at --gaussian-std."""
+    """--likelihood gaussian / discretized-gaussian: one learned σ shared by all pixels (σ-VAE), or σ
+    fixed at --gaussian-std."""
     gaussian_std: float = 0.1
     """σ of the Gaussian likelihood (the starting value when it is learned)."""
     beta: float = 1.0
@@ -145,7 +149,7 @@ class Algorithm:
 
         width = config.conv_channels if config.net == "conv" else config.mlp_hidden
         encoder, decoder = make_networks(config.net, self.shape, config.latent_dim, width)
-        likelihood = make_likelihood(config.likelihood, config.gaussian_variance, config.gaussian_std)
+        likelihood = make_likelihood(config.likelihood, config.gaussian_variance, config.gaussian_std, train.levels)
         self.model = VAE(encoder, decoder, likelihood, config.latent_dim).to(runtime.device)
         self.train_model = runtime.wrap(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
