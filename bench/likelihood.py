@@ -79,7 +79,7 @@ def score(algo: str, algorithm, k: int, seed: int) -> dict:
         return {"neg_elbo": -bounds["elbo"].mean().item(), "nll": -bounds["iw"].mean().item(),
                 "samples": algorithm.model.sample(64, generator)}
     bound = {key: value.mean().item() for key, value in algorithm.test_bound(seed).items()}
-    samples, _ = algorithm.generate(64, sampler="ddpm", seed=seed)
+    samples, _ = algorithm.generate(64, sampler="ddim", steps=50, seed=seed)
     return {"nll": bound["total"], "bound_terms": bound, "samples": samples}
 
 
@@ -91,8 +91,9 @@ def independent_pixels(variant: str, data: str = "digits", data_dir=None) -> flo
         x = test.binarized().images
         return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1).mean().item()
     counts = torch.stack([(train.indices() == k).sum(0) for k in range(train.levels)]).double() + 0.5
-    log_p = (counts / counts.sum(0)).log().flatten(1)
-    return -log_p.gather(0, test.indices().flatten(1).T).T.sum(1).mean().item()
+    log_p = (counts / counts.sum(0)).log().flatten(1)                         # (levels, pixels)
+    pixels = torch.arange(log_p.shape[1])
+    return -log_p[test.indices().flatten(1), pixels].sum(1).mean().item()
 
 
 def sample_figure(panels: dict, path: Path) -> None:

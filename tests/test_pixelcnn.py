@@ -77,15 +77,12 @@ def test_samples_follow_the_model_probabilities():
 def test_short_training_on_digits_beats_independent_pixels_clearly():
     """A small PixelCNN trained for 300 steps (about 20 s on one core) against the best model of
     independent pixels (each pixel's 17-level histogram on the training split)."""
-    from generative.data import load_images
+    from bench.likelihood import independent_pixels
     from generative.pixelcnn.algo import Config
     from lab.runtime import RunOptions
     from lab.session import train_in_memory
 
-    train, test = load_images("digits", "train"), load_images("digits", "test")
-    counts = torch.stack([(train.indices().flatten(1) == k).sum(0) for k in range(17)]).double() + 0.5
-    log_p = (counts / counts.sum(0)).log()
-    independent = -log_p[test.indices().flatten(1), torch.arange(64)].sum(1).mean().item()
+    independent = independent_pixels("17 levels")
 
     trainer = train_in_memory("pixelcnn", Config(channels=16, layers=5, batch_size=32, lr=3e-3, total_steps=300),
                               RunOptions(device="cpu", seed=0, eval_every=300))
