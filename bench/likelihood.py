@@ -2,6 +2,7 @@
 
     lab bench likelihood                      digits, binarized and 17 gray levels, seed 0
     lab bench likelihood --steps 4000         longer training for every model
+    lab bench likelihood --models pixelcnn vae  a subset (the GAN panel is left out unless all run)
     lab bench likelihood --data-dir DIR       also binarized MNIST (PixelCNN and VAE) against published figures
 
 Each model is trained through ``lab.session.train_in_memory`` (the trainer of ``lab train``, no run
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 from generative.data import is_available, load_images
-from generative.likelihood import bits_per_dim
+from generative.likelihood import LIKELIHOODS, bits_per_dim, require_likelihood
 from lab.runtime import RunOptions
 from lab.session import train_in_memory
 
@@ -46,7 +47,7 @@ VARIANTS = ("binarized", "17 levels")
 
 
 def configs(variant: str, steps: int, data: str = "digits", data_dir=None) -> dict:
-    """The three likelihood models' configs for one discretization of the data."""
+    """The likelihood models' configs for one discretization of the data."""
     from generative.diffusion.algo import Config as DDPMConfig
     from generative.pixelcnn.algo import Config as PixelCNNConfig
     from generative.vae.algo import Config as VAEConfig
@@ -114,7 +115,7 @@ def sample_figure(panels: dict, path: Path) -> None:
             axis.set_yticks([])
             samples = panels.get((variant, name))
             if samples is None:
-                axis.text(0.5, 0.5, "not trained on\nbinary images", ha="center", va="center", fontsize=10)
+                axis.text(0.5, 0.5, "not run", ha="center", va="center", fontsize=10)
             else:
                 grid = image_grid(enlarged(samples.float().clamp(0, 1).cpu(), 32), nrow=8, pad=2)
                 axis.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -127,12 +128,15 @@ def sample_figure(panels: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lab bench likelihood", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps of every model")
-    parser.add_argument("--gan-steps", type=int, default=1500, help="steps of the GAN (samples only)")
+    parser.add_argument("--gan-steps", type=int, default=1500, help="steps of the GAN (samples only; 0: no GAN)")
     parser.add_argument("--k", type=int, default=1000, help="importance samples per test image (VAE)")
+    parser.add_argument("--models", nargs="+", default=list(LIKELIHOODS), help="models with a likelihood to score")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, default=None, help="folder with the MNIST IDX files")
     parser.add_argument("--out", type=Path, default=RESULTS / "likelihood.json")
     args = parser.parse_args(argv)
+    for algo in args.models:
+        require_likelihood(algo)
 
     report = {"command": "lab bench likelihood " + " ".join(argv or []), "torch_threads": torch.get_num_threads(),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "loadavg_start": _loadavg(),
@@ -141,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in VARIANTS:
         rows = {}
         for algo, config in configs(variant, args.steps).items():
+            if algo not in args.models:
+                continue
             started = time.perf_counter()
             algorithm, train_s = train(algo, config, args.seed)
             result = score(algo, algorithm, args.k, args.seed)
@@ -154,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         rows["independent_pixels"] = {"nll": independent_pixels(variant)}
         report["digits"][variant] = rows
 
-    from generative.gan.algo import Config as GANConfig
-    gan, gan_s = train("gan", GANConfig(data="digits", total_steps=args.gan_steps), args.seed)
-    panels[("17 levels", "gan")] = gan.generate(torch.randn(64, gan.config.z_dim, generator=torch.Generator()
-                                                            .manual_seed(args.seed)))
-    report["digits"]["gan"] = {"train_s": gan_s, "nll": None, "note": "no likelihood"}
+    if args.gan_steps > 0:
+        from generative.gan.algo import Config as GANConfig
+        gan, gan_s = train("gan", GANConfig(data="digits", total_steps=args.gan_steps), args.seed)
+        panels[("17 levels", "gan")] = gan.generate(torch.randn(64, gan.config.z_dim, generator=torch.Generator()
+                                                                .manual_seed(args.seed)))
+        report["digits"]["gan"] = {"train_s": gan_s, "nll": None, "note": "no likelihood"}
 
     report["mnist"] = _mnist(args)
     report["loadavg_end"] = _loadavg()
@@ -179,7 +186,7 @@ def _mnist(args) -> dict:
         return {"status": f"not run: {where}"}
     rows = {}
     for algo, config in configs("binarized", args.steps, "mnist", args.data_dir).items():
-        if algo == "ddpm":
+        if algo == "ddpm" or algo not in args.models:
             continue   # 28x28 needs a U-Net level count that 8x8 does not; the digits table has the DDPM bound
         algorithm, train_s = train(algo, config, args.seed)
         result = score(algo, algorithm, args.k, args.seed)
@@ -195,6 +202,8 @@ def print_table(report: dict) -> None:
           f"{report['steps']} steps each")
     print(f"  {'model':<34}" + "".join(f"{v:>24}" for v in VARIANTS) + f"{'train s':>18}")
     for algo, label in names.items():
+        if algo not in report["digits"][VARIANTS[0]]:
+            continue
         cells, seconds = [], []
         for variant in VARIANTS:
             row = report["digits"][variant][algo]
@@ -206,7 +215,8 @@ def print_table(report: dict) -> None:
                 seconds.append(f"{row['train_s']:.0f}")
         print(f"  {label.format(k=report['k']):<34}" + "".join(f"{c:>24}" for c in cells)
               + f"{' / '.join(seconds):>18}")
-    print(f"  {'GAN':<34}{'no likelihood':>48}{report['digits']['gan']['train_s']:>18.0f}")
+    if "gan" in report["digits"]:
+        print(f"  {'GAN':<34}{'no likelihood':>48}{report['digits']['gan']['train_s']:>18.0f}")
     print(f"  load average at start / end: {report['loadavg_start']} / {report['loadavg_end']}")
 
 

@@ -11,6 +11,19 @@ import math
 
 import torch
 
+from lab.errors import LabError
+
+LIKELIHOODS = {"pixelcnn": "exact -log p(x)", "vae": "importance-weighted bound", "ddpm": "variational bound"}
+"""The algorithms that score -log p(x) of discrete images, and what their figure is."""
+
+
+def require_likelihood(algo: str) -> str:
+    """What kind of -log p(x) an algorithm reports; one without a likelihood is refused in one sentence."""
+    if algo not in LIKELIHOODS:
+        raise LabError(f"{algo} defines no likelihood, so there is no bits/dim to report; "
+                       f"the models with one are {', '.join(LIKELIHOODS)}.")
+    return LIKELIHOODS[algo]
+
 
 def bits_per_dim(nats_per_image: float, dims: int) -> float:
     """Nats per image -> bits per dimension: nats / (D ln 2)."""

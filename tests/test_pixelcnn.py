@@ -143,3 +143,9 @@ def test_label_needs_a_conditional_model(lab, tmp_path):
     assert lab("train", "pixelcnn", *TINY, "--total-steps", "2", "--run-dir", run).returncode == 0
     result = lab("sample", run, "--label", "3")
     assert result.returncode == 2 and "--conditional" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_likelihood_table_refuses_a_model_without_a_likelihood(lab, tmp_path):
+    result = lab("bench", "likelihood", "--models", "pixelcnn", "gan", "--out", tmp_path / "x.json")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "gan defines no likelihood" in result.stderr and not (tmp_path / "x.json").exists()
