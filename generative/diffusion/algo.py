@@ -309,6 +309,9 @@ class Algorithm:
         images, labels = test.images * 2 - 1, test.labels if self.config.conditional else None
         generator = torch.Generator(self.rt.device).manual_seed(seed)
         parts = []
+        from tqdm.auto import tqdm
+        bar = tqdm(total=-(-len(images) // batch) * self.schedule.num_steps, unit="step", desc="bound",
+                   leave=False, disable=None)
         for start in range(0, len(images), batch):
             x0 = images[start:start + batch].to(self.rt.device)
             y = None if labels is None else labels[start:start + batch].to(self.rt.device)
@@ -320,7 +323,9 @@ class Algorithm:
                     output, v = output.chunk(2, dim=1)
                 return reverse_step(self.schedule, output, x_t, t, self.config.prediction, v)
 
-            parts.append(variational_bound(reverse, self.schedule, x0, self._decoder_nll, generator))
+            parts.append(variational_bound(reverse, self.schedule, x0, self._decoder_nll, generator,
+                                           lambda done, total: bar.update(1)))
+        bar.close()
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
     # ------------------------------------------------------------------ sampling
