@@ -115,7 +115,8 @@ def sample_figure(panels: dict, path: Path) -> None:
             axis.set_yticks([])
             samples = panels.get((variant, name))
             if samples is None:
-                axis.text(0.5, 0.5, "not run", ha="center", va="center", fontsize=10)
+                note = "not trained on\nbinary images" if name == "gan" else "not run"
+                axis.text(0.5, 0.5, note, ha="center", va="center", fontsize=10)
             else:
                 grid = image_grid(enlarged(samples.float().clamp(0, 1).cpu(), 32), nrow=8, pad=2)
                 axis.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
