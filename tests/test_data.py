@@ -147,3 +147,15 @@ def test_plots_return_images():
     picture = toy_scatter(toy.sample(100), toy, "ring8")
     assert picture.array.ndim == 3 and picture.array.shape[-1] == 3
     assert samples_grid(torch.rand(6, 1, 8, 8), nrow=3).array.shape == (1, 19, 28)
+
+
+def test_image_sets_expose_their_discrete_levels():
+    from generative.data import load_images
+    digits = load_images("digits", "test")
+    assert digits.levels == 17
+    k = digits.indices()
+    assert k.min() == 0 and k.max() == 16 and torch.equal(k.float() / 16, digits.images)   # pixels are k / 16
+    binary = digits.binarized()
+    assert binary.levels == 2 and set(binary.images.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(binary.images, digits.binarized().images)   # one fixed draw, shared by every model
+    assert load_images("digits", "test", size=16).levels is None  # interpolated: no longer discrete
