@@ -38,6 +38,10 @@ DATASETS: tuple[str, ...] = IMAGE_DATASETS + TOY_DATASETS
 
 NATIVE_SHAPE = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 NUM_CLASSES = {"digits": 10, "mnist": 10, "fashion-mnist": 10, "cifar10": 10}
+LEVELS = {"digits": 17, "mnist": 256, "fashion-mnist": 256, "cifar10": 256}
+"""Discrete gray levels of each image set as stored (digits are counts 0..16, the others bytes)."""
+TEST_BINARIZATION_SEED = 0
+"""Seed of the one stochastic binarization of a test split (the same for every model, run and seed)."""
 DIGITS_TEST_SIZE = 360
 """The digits test split: the last 360 of a fixed permutation (seed 0) of the 1,797 images (20 %)."""
 
@@ -65,6 +69,31 @@ class ImageSet:
     """int64 (N,) class labels."""
     num_classes: int
     name: str
+    levels: int | None
+    """Number of discrete values a pixel takes: pixel = k / (levels - 1), k in 0..levels-1 (17 for
+    digits, 256 for 8-bit sets, 2 binarized); None once interpolation has made the values continuous."""
+
+    def binarized(self, seed: int = TEST_BINARIZATION_SEED) -> "ImageSet":
+        """Each pixel drawn once as Bernoulli(gray level) with a fixed seed: the binary test split
+        every likelihood in the lab is scored on (training batches are binarized afresh each time)."""
+        return ImageSet(binarize_once(self.images, seed), self.labels, self.num_classes, self.name, 2)
+
+    def indices(self) -> torch.Tensor:
+        """The pixels as level indices k in 0..levels-1 (int64, same shape as ``images``)."""
+        if self.levels is None:
+            raise LabError(f"{self.name} images were resized by interpolation, so their pixels have no "
+                           "discrete levels; use the native size.")
+        return level_indices(self.images, self.levels)
+
+
+def level_indices(images: torch.Tensor, levels: int) -> torch.Tensor:
+    """Pixels k / (levels - 1) in [0, 1] -> their level indices k (int64)."""
+    return (images * (levels - 1)).round().long()
+
+
+def binarize_once(images: torch.Tensor, seed: int = TEST_BINARIZATION_SEED) -> torch.Tensor:
+    """Binary images x ~ Bernoulli(gray levels), drawn once from a fixed seed."""
+    return torch.bernoulli(images, generator=torch.Generator().manual_seed(seed))
 
 
 def load_images(name: str, split: str = "train", data_dir=None, size: int | None = None) -> ImageSet:
@@ -77,10 +106,17 @@ def load_images(name: str, split: str = "train", data_dir=None, size: int | None
     else:
         root = Path(data_dir) if data_dir is not None else default_data_dir()
         images, labels = (_cifar10 if name == "cifar10" else _idx_set)(name, root, split)
-    images = torch.from_numpy(images).float().div_(255.0 if images.dtype == np.uint8 else 16.0)
+    images = torch.from_numpy(images).float().div_(LEVELS[name] - 1)
+    levels = LEVELS[name]
     if size is not None:
+        levels = levels if _pads_only(images.shape[-1], size) else None
         images = fit_size(images, size)
-    return ImageSet(images, torch.from_numpy(labels).long(), NUM_CLASSES[name], name)
+    return ImageSet(images, torch.from_numpy(labels).long(), NUM_CLASSES[name], name, levels)
+
+
+def _pads_only(h: int, size: int) -> bool:
+    """Whether ``fit_size`` brings side h to ``size`` without interpolating (same size, or zero padding)."""
+    return size == h or (h < size < 2 * h and (size - h) % 2 == 0)
 
 
 def fit_size(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -89,7 +125,7 @@ def fit_size(images: torch.Tensor, size: int) -> torch.Tensor:
     h = images.shape[-1]
     if size == h:
         return images
-    if h < size < 2 * h and (size - h) % 2 == 0:
+    if _pads_only(h, size):
         p = (size - h) // 2
         return F.pad(images, (p, p, p, p))
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=size < h)

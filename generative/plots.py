@@ -12,6 +12,12 @@ def samples_grid(images: torch.Tensor, nrow: int | None = None) -> Image:
     return Image(image_grid(images.detach().float().clamp(0.0, 1.0).cpu(), nrow=nrow))
 
 
+def enlarged(images: torch.Tensor, side: int = 32) -> torch.Tensor:
+    """Images blown up by whole pixels (nearest neighbour) to at least ``side`` for viewing (8x8 -> 32x32)."""
+    factor = -(-side // images.shape[-1])
+    return images.repeat_interleave(factor, -1).repeat_interleave(factor, -2) if factor > 1 else images
+
+
 def figure_image(figure) -> Image:
     """Render a matplotlib figure into an Image and close it."""
     import matplotlib.pyplot as plt

@@ -39,6 +39,7 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "vae": AlgoSpec("generative.vae.algo", "variational autoencoder trained on the ELBO"),
     "gan": AlgoSpec("generative.gan.algo", "GANs: minimax, non-saturating, WGAN-GP, hinge; DCGAN, conditional"),
     "ddpm": AlgoSpec("generative.diffusion.algo", "DDPM diffusion: U-Net denoiser, ancestral and DDIM sampling"),
+    "pixelcnn": AlgoSpec("generative.pixelcnn.algo", "gated PixelCNN: exact likelihood, pixel-by-pixel sampling"),
 }
 
 

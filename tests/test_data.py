@@ -209,3 +209,15 @@ def test_lab_train_on_a_poisoned_cifar_folder_exits_2_runs_nothing_and_leaves_no
                  "--run-dir", tmp_path / "run")
     assert result.returncode == 2 and "refusing to read" in result.stderr
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_image_sets_expose_their_discrete_levels():
+    from generative.data import load_images
+    digits = load_images("digits", "test")
+    assert digits.levels == 17
+    k = digits.indices()
+    assert k.min() == 0 and k.max() == 16 and torch.equal(k.float() / 16, digits.images)   # pixels are k / 16
+    binary = digits.binarized()
+    assert binary.levels == 2 and set(binary.images.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(binary.images, digits.binarized().images)   # one fixed draw, shared by every model
+    assert load_images("digits", "test", size=16).levels is None  # interpolated: no longer discrete

@@ -241,3 +241,106 @@ def test_lab_train_refuses_a_bad_dataset(lab, tmp_path):
     assert result.returncode == 2 and "did you mean digits" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------- the variational bound
+def _gaussian_nll(x, mean, log_var):
+    return 0.5 * (math.log(2 * math.pi) + log_var + (x - mean) ** 2 / log_var.exp())
+
+
+def test_bound_equals_the_true_negative_log_likelihood_when_the_reverse_process_is_exact():
+    """Data x_0 ~ N(m, s²) per dimension: every marginal q(x_t) is Gaussian, so the true reverse step
+    q(x_{t-1} | x_t) is a Gaussian in closed form. With it as p_θ (and a continuous Gaussian decoder)
+    the bound's gap KL(q(x_{1:T} | x_0) || p_θ(x_{1:T} | x_0)) vanishes up to the prior's mismatch
+    (ᾱ_T ≈ 4e-5), so the mean bound matches the true -log p(x_0). The fixed-variance reverse step
+    with the optimal mean E[x_0 | x_t] is a strictly looser bound."""
+    from generative.diffusion.bound import reverse_log_variance, variational_bound
+    schedule = NoiseSchedule.create("linear", 200, dtype=torch.float64)
+    ab = schedule.alphas_cumprod64
+    m, s = 0.3, 0.5
+    x0 = m + s * torch.randn(5000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    true_nll = _gaussian_nll(x0, torch.tensor(m), torch.tensor(2 * math.log(s))).sum(1)
+
+    def marginal_variance(alpha_bar):
+        return alpha_bar * s ** 2 + 1 - alpha_bar
+
+    def exact(x_t, t):
+        ab_t = ab[t][:, None]
+        ab_prev = torch.where(t > 0, ab[(t - 1).clamp(min=0)], torch.ones_like(ab[t]))[:, None]
+        v_t, v_prev = marginal_variance(ab_t), marginal_variance(ab_prev)
+        gain = (ab_t / ab_prev).sqrt() * v_prev / v_t              # Cov(x_{t-1}, x_t) / Var(x_t)
+        mean = ab_prev.sqrt() * m + gain * (x_t - ab_t.sqrt() * m)
+        return mean, (v_prev - gain ** 2 * v_t).log().expand_as(x_t)
+
+    def fixed_variance(x_t, t):
+        ab_t = ab[t][:, None]
+        x0_mean = m + ab_t.sqrt() * s ** 2 / marginal_variance(ab_t) * (x_t - ab_t.sqrt() * m)   # E[x_0 | x_t]
+        return schedule.posterior(x0_mean, x_t, t)[0], reverse_log_variance(schedule, t, x_t)
+
+    bound = variational_bound(exact, schedule, x0, _gaussian_nll, torch.Generator().manual_seed(1))
+    gap = bound["total"] - true_nll
+    assert bound["prior"].mean() < 1e-3
+    assert abs(gap.mean().item()) < 4 * gap.std().item() / math.sqrt(len(gap)) + 0.01, (gap.mean(), gap.std())
+    looser = variational_bound(fixed_variance, schedule, x0, _gaussian_nll, torch.Generator().manual_seed(1))
+    assert (looser["total"] - true_nll).mean() > 1.0
+
+
+@pytest.mark.parametrize("levels", [2, 17, 256])
+def test_discretized_gaussian_decoder_bins_sum_to_one(levels):
+    from generative.likelihood import discretized_gaussian_log_prob
+    grid = torch.linspace(-1, 1, levels, dtype=torch.float64).view(levels, 1)
+    mean = torch.tensor([0.0, 0.93, -3.0, 0.3, 1.0], dtype=torch.float64)
+    std = torch.tensor([0.1, 0.004, 0.5, 30.0, 1e-3], dtype=torch.float64)
+    p = discretized_gaussian_log_prob(grid, mean, std.log(), levels).exp()
+    torch.testing.assert_close(p.sum(0), torch.ones(5, dtype=torch.float64), atol=1e-9, rtol=0)
+    # a narrow Gaussian puts its mass on the bin it sits in; a tail bin gets the whole tail
+    assert p[-1, 4] > 0.999 and p[0, 2] > 0.999
+
+
+def test_learned_variance_interpolates_between_beta_tilde_and_beta():
+    from generative.diffusion.bound import reverse_log_variance
+    schedule = NoiseSchedule.create("linear", 100)
+    t = torch.tensor([0, 1, 50, 99])
+    like = torch.zeros(4, 1, 2, 2)
+    low = reverse_log_variance(schedule, t, like, -torch.ones_like(like))
+    high = reverse_log_variance(schedule, t, like, torch.ones_like(like))
+    torch.testing.assert_close(low, reverse_log_variance(schedule, t, like))
+    torch.testing.assert_close(high[:, 0, 0, 0], schedule.betas[t].log())
+    torch.testing.assert_close(low[1:, 0, 0, 0], schedule.posterior_variance[t[1:]].log())
+    assert torch.all(low < high)
+
+
+def test_hybrid_loss_trains_the_variance_channels():
+    algo = _algorithm(data="digits", image_size=8, width=8, channel_mults=(1, 2), batch_size=16, total_steps=3,
+                      learn_variance=True, binarize=True)
+    head = algo.model.head[-1]
+    assert head.out_channels == 2
+    algo.train_step(0)
+    assert head.weight.grad[1].abs().sum() > 0   # the v channel learns from L_vlb
+
+
+def test_lab_eval_reports_the_bound_in_bits_per_dim(lab, tmp_path):
+    run = tmp_path / "run"
+    r = lab("train", "ddpm", "--image-size", "8", "--width", "8", "--channel-mults", "1", "2", "--diffusion-steps",
+            "50", "--learn-variance", "--total-steps", "4", "--batch-size", "16", "--eval-samples", "8",
+            "--run-dir", run)
+    assert r.returncode == 0, r.stderr
+    r = lab("eval", run, "--n", "20", "--steps", "5", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    metrics = json.loads(r.stdout)["metrics"]
+    parts = metrics["eval/bound_prior"] + metrics["eval/bound_diffusion"] + metrics["eval/bound_decoder"]
+    assert metrics["eval/bound_nll"] == pytest.approx(parts)
+    assert metrics["eval/bound_bits_per_dim"] == pytest.approx(metrics["eval/bound_nll"] / (64 * math.log(2)))
+    assert metrics["eval/bound_decoder"] > 0 and metrics["eval/bound_prior"] >= 0
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--data", "ring8", "--learn-variance"], "--learn-variance needs image data"),
+    (["--data", "digits", "--learn-variance"], "--image-size 8"),
+    (["--data", "ring8", "--binarize"], "--binarize needs image data"),
+])
+def test_bound_options_refuse_data_without_discrete_levels(lab, tmp_path, argv, words):
+    result = lab("train", "ddpm", *argv, "--run-dir", tmp_path / "x")
+    assert result.returncode == 2 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

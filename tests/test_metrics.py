@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from generative import data

@@ -78,6 +78,17 @@ def test_likelihoods_match_torch_distributions():
     assert torch.allclose(gauss.log_prob(logits, x), normal.log_prob(x).sum(1), atol=1e-3)
 
 
+def test_discretized_gaussian_gives_probabilities_of_the_gray_levels():
+    """Over the 17 gray levels of one pixel the probabilities sum to 1 whatever the mean and σ, and
+    for a σ much smaller than a level's bin the level under the mean takes nearly all the mass."""
+    from generative.vae.likelihoods import DiscretizedGaussian
+    levels = torch.arange(17.0).view(17, 1) / 16
+    for mean, std in ((0.5, 0.1), (0.03, 0.01), (1.2, 0.3), (0.49, 0.001)):
+        p = DiscretizedGaussian(17, std).log_prob(torch.full((17, 1), mean), levels).exp()
+        assert p.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert p[8].item() > 0.999   # 0.49 lies in the bin of level 8/16 = 0.5 (half-width 1/32)
+
+
 def test_learned_gaussian_sigma_is_a_parameter_and_fixed_is_not():
     learned, fixed = Gaussian(0.1, learned=True), Gaussian(0.1, learned=False)
     assert [n for n, _ in learned.named_parameters()] == ["log_std"]
@@ -210,6 +221,7 @@ def test_train_resume_eval_sample_through_the_lab_command(lab, tmp_path):
 
 
 @pytest.mark.parametrize("options", [{"likelihood": "gaussian"}, {"likelihood": "continuous-bernoulli"},
+                                     {"likelihood": "discretized-gaussian"},
                                      {"binarize": "threshold", "net": "conv", "kl_warmup_steps": 5, "free_bits": 0.1}])
 def test_every_likelihood_and_option_trains(options):
     from generative.vae.algo import Algorithm, Config

@@ -32,10 +32,12 @@ from lab.memory import require_batch
 from lab.runtime import Runtime
 from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, load_images,
                              toy_distribution)
+from generative.diffusion.bound import reverse_step, step_term, variational_bound
 from generative.diffusion.mlp import MLPDenoiser
 from generative.diffusion.sampler import SAMPLERS, VARIANCES, ddim_sample, ddpm_sample, guided
 from generative.diffusion.schedule import PREDICTIONS, SCHEDULES, NoiseSchedule
 from generative.diffusion.unet import UNet
+from generative.likelihood import bits_per_dim, discretized_gaussian_log_prob
 from generative.plots import samples_grid, toy_scatter
 
 
@@ -49,6 +51,9 @@ class Config:
     """Folder holding MNIST / Fashion-MNIST / CIFAR-10 files (default $LAB_DATA_DIR, else ./data)."""
     image_size: Optional[int] = None
     """Train on images this many pixels a side (default: 16 for digits, the native size otherwise)."""
+    binarize: bool = False
+    """Model binary images: training batches drawn afresh as Bernoulli(gray levels), the test split once
+    with a fixed seed (the VAE's protocol), so the bound is comparable with the VAE's and PixelCNN's."""
     conditional: bool = False
     """Condition on the class label (image data); enables --label and --guidance at sampling time."""
     label_dropout: float = 0.1
@@ -60,6 +65,10 @@ class Config:
     """Number T of noising steps of the forward process."""
     prediction: str = "eps"
     """What the network predicts: eps (the noise, Ho et al.), v (Salimans & Ho 2022) or x0."""
+    learn_variance: bool = False
+    """Also learn the reverse variance, log Σ_θ = v log β_t + (1 - v) log β̃_t, with the hybrid loss
+    L_simple + λ L_vlb, λ = 0.001 (Nichol & Dhariwal 2021); the bound uses it (sampling keeps β̃ / β).
+    Needs images at their native size (the bound's decoder scores their discrete levels)."""
     width: int = 16
     """U-Net base channels (a multiple of 8: GroupNorm uses 8 groups)."""
     channel_mults: tuple[int, ...] = (1, 2, 2)
@@ -115,6 +124,7 @@ class Config:
                 f"--image-size applies to image data; {self.data} is a 2-D toy.")
         if is_toy:   # activations of the residual MLP, forward and backward
             require_batch(self.batch, 8 * 4 * self.mlp_width * self.mlp_depth, "--batch-size")
+        require(not (self.binarize and is_toy), f"--binarize needs image data; {self.data} is 2-D points.")
         if not is_toy:
             size = self.resolution
             levels = 2 ** (len(self.channel_mults) - 1)
@@ -145,7 +155,8 @@ class Config:
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """How `lab eval` samples and scores a DDPM run."""
+    """How `lab eval` samples and scores a DDPM run. Runs on images at their native size (pixels on
+    discrete levels) also get the variational bound on the test split in bits/dim and nats/image."""
 
     n: int = 1000
     """Samples to draw and score."""
@@ -158,7 +169,7 @@ class EvalOptions:
     guidance: float = 1.0
     """Classifier-free guidance scale w of a conditional model (1: plain conditional, 0: unconditional)."""
     seed: int = 0
-    """Seed of x_T and of the sampling noise."""
+    """Seed of x_T and of the sampling noise, and of the noise draws of the bound."""
 
     def __post_init__(self):
         positive(self, "n")
@@ -213,15 +224,25 @@ class Algorithm:
             self.shape, self.num_classes = (2,), 0
             self.model = MLPDenoiser(2, config.mlp_width, config.mlp_depth)
             self.toy_rng = torch.Generator().manual_seed(runtime.rank_seed + 1)
+            self.levels = None
+            require(not config.learn_variance, f"--learn-variance needs image data; {config.data} is 2-D points.")
         else:
             data = load_images(config.data, "train", config.data_dir, config.resolution)
             self.shape, self.num_classes = tuple(data.images.shape[1:]), data.num_classes
+            self.levels = 2 if config.binarize and data.levels else data.levels
+            require(self.levels is not None or not config.learn_variance,
+                    f"--learn-variance needs {config.data} at its native size, whose pixels take discrete levels "
+                    f"(--image-size {NATIVE_SHAPE[config.data][-1]}); got --image-size {config.resolution}.")
+            require(data.levels is not None or not config.binarize,
+                    f"--binarize needs {config.data} at its native size (--image-size {NATIVE_SHAPE[config.data][-1]}); "
+                    f"got --image-size {config.resolution}.")
             self.model = UNet(self.shape[0], config.width, config.channel_mults, config.res_blocks,
                               config.attention_resolutions, config.resolution, config.dropout,
-                              self.num_classes if config.conditional else 0)
+                              self.num_classes if config.conditional else 0,
+                              out_channels=self.shape[0] * (2 if config.learn_variance else 1))
             require(self.local_batch <= len(data.images),
                     f"--batch-size {config.batch} exceeds the {len(data.images)} training images of {config.data}.")
-            self.batches = BatchIterator(data.images * 2 - 1, data.labels, batch_size=self.local_batch,
+            self.batches = BatchIterator(data.images, data.labels, batch_size=self.local_batch,
                                          seed=runtime.rank_seed + 1, device=device)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
@@ -241,7 +262,9 @@ class Algorithm:
         if self.is_toy:
             return self.toy.sample(self.local_batch, self.toy_rng).to(self.rt.device), None
         images, labels = next(self.batches)
-        return images, (labels if self.config.conditional else None)
+        if self.config.binarize:
+            images = torch.bernoulli(images, generator=self.noise_rng)   # a fresh binary image every time
+        return images * 2 - 1, (labels if self.config.conditional else None)
 
     def train_step(self, step: int) -> dict:
         cfg, schedule = self.config, self.schedule
@@ -255,8 +278,17 @@ class Algorithm:
             labels = torch.where(drop, self.num_classes, labels)                # "no label" for guidance
         self.train_model.train()
         with self.rt.autocast():
-            output = self.train_model(x_t, t, labels)
-        loss = F.mse_loss(output.float(), schedule.target(cfg.prediction, x0, t, noise))   # simple loss L_simple
+            output = self.train_model(x_t, t, labels).float()
+        v = None
+        if cfg.learn_variance:
+            output, v = output.chunk(2, dim=1)
+        loss = F.mse_loss(output, schedule.target(cfg.prediction, x0, t, noise))   # simple loss L_simple
+        if v is not None:
+            # hybrid loss: L_simple + λ L_vlb with λ = 0.001, T L_t estimating L_vlb and only the variance
+            # learning from it (the mean is detached); L_t in bits per dimension
+            mean, log_var = reverse_step(schedule, output.detach(), x_t, t, cfg.prediction, v)
+            vlb = step_term(schedule, x0, x_t, t, mean, log_var, self._decoder_nll) / (x0[0].numel() * math.log(2))
+            loss = loss + schedule.num_steps / 1000 * vlb.mean()
         for group in self.optimizer.param_groups:
             group["lr"] = cfg.learning_rate * self._lr_factor(step)
         grad_norm = self.rt.optimize(loss, self.optimizer, cfg.max_grad_norm)
@@ -272,7 +304,47 @@ class Algorithm:
         for ema, param in zip(self.ema.parameters(), self.model.parameters()):
             ema.lerp_(param, 1.0 - decay)                    # θ_ema <- decay θ_ema + (1 - decay) θ
 
+    def _decoder_nll(self, x0: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
+        """-log p(x_0 | x_1) per pixel under the discretized Gaussian decoder over the data's levels."""
+        return -discretized_gaussian_log_prob(x0, mean, 0.5 * log_var, self.levels)
+
+    # ------------------------------------------------------------------ the variational bound
+    def test_bound(self, seed: int = 0, batch: int = 500) -> dict[str, torch.Tensor]:
+        """The variational bound on -log p(x_0) of every test image (nats), with the EMA weights, one
+        noise draw per term from ``seed``: {"prior", "diffusion", "decoder", "total"}."""
+        require(self.levels is not None,
+                f"the bound needs pixels on discrete levels; this run models "
+                f"{'2-D points' if self.is_toy else f'{self.config.data} resized to {self.config.resolution} pixels'}.")
+        test = load_images(self.config.data, "test", self.config.data_dir, self.config.resolution)
+        test = test.binarized() if self.config.binarize else test
+        images, labels = test.images * 2 - 1, test.labels if self.config.conditional else None
+        generator = torch.Generator(self.rt.device).manual_seed(seed)
+        parts = []
+        from tqdm.auto import tqdm
+        bar = tqdm(total=-(-len(images) // batch) * self.schedule.num_steps, unit="step", desc="bound",
+                   leave=False, disable=None)
+        for start in range(0, len(images), batch):
+            x0 = images[start:start + batch].to(self.rt.device)
+            y = None if labels is None else labels[start:start + batch].to(self.rt.device)
+
+            def reverse(x_t, t):
+                output = self.ema(x_t, t, y).float()
+                v = None
+                if self.config.learn_variance:
+                    output, v = output.chunk(2, dim=1)
+                return reverse_step(self.schedule, output, x_t, t, self.config.prediction, v)
+
+            parts.append(variational_bound(reverse, self.schedule, x0, self._decoder_nll, generator,
+                                           lambda done, total: bar.update(1)))
+        bar.close()
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
     # ------------------------------------------------------------------ sampling
+    def _prediction_net(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """The EMA network's ε̂ (or v̂, x̂_0), without the variance channels of --learn-variance."""
+        output = self.ema(x, t, labels)
+        return output.chunk(2, dim=1)[0] if self.config.learn_variance else output
+
     @torch.no_grad()
     def generate(self, n: int, *, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
                  variance: str = "beta_tilde", labels: torch.Tensor | None = None, guidance: float = 1.0,
@@ -291,7 +363,7 @@ class Algorithm:
             size = min(batch, n - start)
             x_T = torch.randn((size, *self.shape), generator=generator, device=device)
             chunk = None if labels is None else labels[start:start + size].to(device)
-            denoiser = guided(self.ema, chunk, guidance, self.num_classes)
+            denoiser = guided(self._prediction_net, chunk, guidance, self.num_classes)
             common = dict(prediction=self.config.prediction, clip=clip, generator=generator,
                           frames=frames if start == 0 else 0)
             if sampler == "ddpm":
@@ -319,6 +391,7 @@ class Algorithm:
 
     # ------------------------------------------------------------------ evaluation and `lab sample`
     def evaluate(self, options: EvalOptions | None = None) -> dict:
+        final = options is not None
         options = options or EvalOptions(n=self.config.eval_samples)
         from generative.metrics import score_images, score_toy   # the scoring classifier loads only when evaluating
         labels = self._labels(options.n, None, options.guidance)
@@ -331,6 +404,11 @@ class Algorithm:
         results = score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
                                device=self.rt.device)
         results["samples/grid"] = samples_grid(samples[:64])
+        if final and self.levels is not None:
+            bound = {key: value.mean().item() for key, value in self.test_bound(options.seed).items()}
+            results.update({"eval/bound_nll": bound["total"], "eval/bound_prior": bound["prior"],
+                            "eval/bound_diffusion": bound["diffusion"], "eval/bound_decoder": bound["decoder"],
+                            "eval/bound_bits_per_dim": bits_per_dim(bound["total"], math.prod(self.shape))})
         return results
 
     def sample(self, options: SampleOptions | None = None) -> dict:

@@ -60,6 +60,8 @@ class NoiseSchedule:
         # posterior mean μ̃_t = coef_x0 · x_0 + coef_xt · x_t         (Ho et al., eq. 7)
         posterior_coef_x0 = betas * alphas_cumprod_prev.sqrt() / (1 - alphas_cumprod)
         posterior_coef_xt = (1 - alphas_cumprod_prev) * alphas.sqrt() / (1 - alphas_cumprod)
+        # log β̃_t with β̃_0 = 0 replaced by β̃_1: the reverse variance at t = 0 (Nichol & Dhariwal's clipping)
+        posterior_log_variance = torch.cat([posterior_variance[1:2], posterior_variance[1:]]).log()
 
         self.alphas_cumprod64 = alphas_cumprod    # kept in float64: samplers derive their step coefficients from it
         cast = dict(device=device, dtype=dtype)
@@ -70,6 +72,8 @@ class NoiseSchedule:
         self.sqrt_recip_alphas_cumprod = alphas_cumprod.rsqrt().to(**cast)
         self.sqrt_recip_m1_alphas_cumprod = (1 / alphas_cumprod - 1).sqrt().to(**cast)
         self.posterior_variance = posterior_variance.to(**cast)
+        self.posterior_log_variance = posterior_log_variance.to(**cast)
+        self.log_betas = betas.log().to(**cast)
         self.posterior_coef_x0 = posterior_coef_x0.to(**cast)
         self.posterior_coef_xt = posterior_coef_xt.to(**cast)
 

@@ -56,13 +56,14 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """ε-, v- or x_0-predicting U-Net: (x_t (B, C, H, W), t (B,), labels (B,) or None) -> (B, C, H, W).
+    """ε-, v- or x_0-predicting U-Net: (x_t (B, C, H, W), t (B,), labels (B,) or None) -> (B, C, H, W),
+    or (B, out_channels, H, W) (2C: the prediction, then the variance interpolation v).
 
     H and W must be divisible by 2^(len(channel_mults) - 1)."""
 
     def __init__(self, in_channels: int, width: int = 32, channel_mults: tuple[int, ...] = (1, 2, 2),
                  res_blocks: int = 1, attention_resolutions: tuple[int, ...] = (8,), image_size: int = 16,
-                 dropout: float = 0.1, num_classes: int = 0, groups: int = 8):
+                 dropout: float = 0.1, num_classes: int = 0, groups: int = 8, out_channels: int | None = None):
         super().__init__()
         emb_dim = 4 * width
         self.conditioning = Conditioning(width, emb_dim, num_classes)
@@ -97,7 +98,7 @@ class UNet(nn.Module):
                 size *= 2
 
         self.head = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
-                                  _zero(nn.Conv2d(channels, in_channels, 3, padding=1)))
+                                  _zero(nn.Conv2d(channels, out_channels or in_channels, 3, padding=1)))
 
     @staticmethod
     def _block(channels_in, channels_out, emb_dim, groups, dropout, attention: bool) -> nn.ModuleList:

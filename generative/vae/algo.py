@@ -13,7 +13,9 @@ Likelihood (see likelihoods.py): the default is Bernoulli on dynamically binariz
 minibatch draws x ~ Bernoulli(gray levels) afresh; the test split is binarized once with a fixed seed),
 the protocol of the MNIST log-likelihood literature, so -ELBO and -log p(x) are true nats per image.
 Gaussian (fixed or learned σ) and continuous-Bernoulli model the gray levels themselves; theirs are
-densities, not comparable with the Bernoulli figures.
+densities, not comparable with the Bernoulli figures. The discretized Gaussian integrates the Gaussian
+over each discrete gray level's bin (17 levels for digits): probabilities again, so its -log p(x) is in
+nats of the discrete image, the figure PixelCNN and the DDPM bound report on the same test split.
 
 Evaluation reports, on the test split, -ELBO split into reconstruction and KL, and the importance-
 weighted estimate of -log p(x) with K samples (Burda et al., 2016); ``lab eval`` adds the sample
@@ -28,8 +30,8 @@ from typing import Optional
 
 import torch
 
-from generative.data import IMAGE_DATASETS, BatchIterator, check_dataset, load_images
-from generative.plots import figure_image, samples_grid
+from generative.data import IMAGE_DATASETS, BatchIterator, binarize_once, check_dataset, load_images
+from generative.plots import enlarged, figure_image, samples_grid
 from generative.vae.bound import free_bits_kl
 from generative.vae.likelihoods import LIKELIHOODS, make_likelihood
 from generative.vae.model import VAE, log_likelihood_bounds
@@ -39,8 +41,6 @@ from lab.config import non_negative, one_of, positive
 from lab.media import Arrays, Image, labelled_grid
 from lab.runtime import Runtime
 
-TEST_BINARIZATION_SEED = 0
-"""Seed of the one stochastic binarization of the test split (the same for every run and seed)."""
 TRAINING_EVAL_K = 16
 """Importance samples per test image in the evaluations during training (``lab eval`` takes --k)."""
 
@@ -64,12 +64,14 @@ class Config:
     """Units of each hidden layer; used by --net mlp."""
     likelihood: str = "bernoulli"
     """p(x|z): bernoulli on binarized pixels (nats comparable with the literature), gaussian or
-    continuous-bernoulli on the gray levels."""
+    continuous-bernoulli densities on the gray levels, or discretized-gaussian: probabilities of the
+    data's discrete gray levels (17 for digits), comparable with PixelCNN and the DDPM bound."""
     binarize: str = "dynamic"
     """How --likelihood bernoulli binarizes: dynamic (a fresh Bernoulli draw of every training batch;
     test split drawn once with a fixed seed) or threshold (pixel > 0.5, train and test)."""
     gaussian_variance: str = "learned"
-    """--likelihood gaussian: one learned σ shared by all pixels (σ-VAE), or σ fixed at --gaussian-std."""
+    """--likelihood gaussian / discretized-gaussian: one learned σ shared by all pixels (σ-VAE), or σ
+    fixed at --gaussian-std."""
     gaussian_std: float = 0.1
     """σ of the Gaussian likelihood (the starting value when it is learned)."""
     beta: float = 1.0
@@ -149,7 +151,7 @@ class Algorithm:
 
         width = config.conv_channels if config.net == "conv" else config.mlp_hidden
         encoder, decoder = make_networks(config.net, self.shape, config.latent_dim, width)
-        likelihood = make_likelihood(config.likelihood, config.gaussian_variance, config.gaussian_std)
+        likelihood = make_likelihood(config.likelihood, config.gaussian_variance, config.gaussian_std, train.levels)
         self.model = VAE(encoder, decoder, likelihood, config.latent_dim).to(runtime.device)
         self.train_model = runtime.wrap(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -160,7 +162,7 @@ class Algorithm:
             return images
         if self.config.binarize == "threshold":
             return (images > 0.5).float()
-        return torch.bernoulli(images, generator=torch.Generator().manual_seed(TEST_BINARIZATION_SEED))
+        return binarize_once(images)
 
     def _kl_weight(self, step: int) -> float:
         warmup = self.config.kl_warmup_steps
@@ -199,7 +201,7 @@ class Algorithm:
             "eval/nll_iw": -bounds["iw"].mean().item(),
             "eval/iw_k": options.k,
             "eval/active_units": self._active_units(),
-            "samples/grid": samples_grid(_enlarged(self.model.sample(64, generator)), nrow=8),
+            "samples/grid": samples_grid(enlarged(self.model.sample(64, generator)), nrow=8),
             "plots/reconstructions": self._reconstructions(),
             "plots/interpolation": self._interpolation(),
         }
@@ -230,7 +232,7 @@ class Algorithm:
             shown["binary input"] = x
         shown["reconstruction"] = self.model.decode_mean(self.model.encoder(x)[0])
         kinds = torch.stack(list(shown.values())).view(len(shown), 4, n // 4, *self.shape)   # (kind, row, column, C, H, W)
-        images = _enlarged(kinds.transpose(0, 1).flatten(0, 2)).clamp(0.0, 1.0)
+        images = enlarged(kinds.transpose(0, 1).flatten(0, 2)).clamp(0.0, 1.0)
         return Image(labelled_grid(images, list(shown) * 4, nrow=n // 4))
 
     def _interpolation(self, pairs: int = 8, steps: int = 10):
@@ -242,7 +244,7 @@ class Algorithm:
         path = self.model.decode_mean(((1 - t) * mu_a[:, None] + t * mu_b[:, None]).flatten(0, 1))
         gray = self.test_gray[:2 * pairs].view(2, pairs, 1, *self.shape)
         rows = torch.cat([gray[0], path.view(pairs, steps, *self.shape), gray[1]], 1)
-        return samples_grid(_enlarged(rows.flatten(0, 1)), nrow=steps + 2)
+        return samples_grid(enlarged(rows.flatten(0, 1)), nrow=steps + 2)
 
     def _latent_map(self):
         """The test set's posterior means in the 2-D latent space, coloured by class."""
@@ -268,7 +270,7 @@ class Algorithm:
         require_batch(options.n, 4 * 4 * self.config.conv_channels * math.prod(self.shape), "--n", self.rt.device)
         self.model.eval()
         images = self.model.sample(options.n, torch.Generator(self.rt.device).manual_seed(options.seed))
-        return {"samples/grid": samples_grid(_enlarged(images)), "samples/images": Arrays({"images": images})}
+        return {"samples/grid": samples_grid(enlarged(images)), "samples/images": Arrays({"images": images})}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -282,8 +284,3 @@ class Algorithm:
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
 
-
-def _enlarged(images: torch.Tensor, side: int = 32) -> torch.Tensor:
-    """Images blown up by whole pixels (nearest neighbour) to at least ``side`` for viewing (8x8 -> 32x32)."""
-    factor = -(-side // images.shape[-1])
-    return images.repeat_interleave(factor, -1).repeat_interleave(factor, -2) if factor > 1 else images

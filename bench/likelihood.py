@@ -1,0 +1,231 @@
+"""Likelihoods side by side: one table of -log p(x) on the digits test split, from every family that has one.
+
+    lab bench likelihood                      digits, binarized and 17 gray levels, seed 0
+    lab bench likelihood --steps 4000         longer training for every model
+    lab bench likelihood --models pixelcnn vae  a subset (the GAN panel is left out unless all run)
+    lab bench likelihood --data-dir DIR       also binarized MNIST (PixelCNN and VAE) against published figures
+
+Each model is trained through ``lab.session.train_in_memory`` (the trainer of ``lab train``, no run
+folder) and scored on the same test images at the same levels: binarized (each training batch drawn
+afresh as Bernoulli(gray); the test split once with the fixed seed every model shares) and the 17 gray
+levels of sklearn's digits. Figures are nats per image and bits per dimension:
+
+    PixelCNN   the exact -log p(x)
+    VAE        -ELBO and the importance-weighted bound with K samples (Burda et al., 2016); Bernoulli
+               likelihood on binary pixels, the discretized Gaussian on the 17 levels
+    DDPM       the variational bound L_T + Σ L_{t-1} + L_0 (learned variance, hybrid loss), images at
+               their native 8x8 size
+    GAN        no likelihood: its samples only
+
+Context rows: independent pixels (each pixel's histogram on the training split). Writes
+bench/results/likelihood.json and bench/results/likelihood-samples.png (every model's samples side by side).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from generative.data import is_available, load_images
+from generative.likelihood import LIKELIHOODS, bits_per_dim, require_likelihood
+from lab.runtime import RunOptions
+from lab.session import train_in_memory
+
+PIXELCNN_MNIST = 81.30
+"""PixelCNN on binarized MNIST, nats (van den Oord, Kalchbrenner & Kavukcuoglu, 2016, "Pixel Recurrent
+Neural Networks", Table 4; the figure Papers with Code lists for arXiv:1601.06759)."""
+BURDA_VAE_MNIST = 86.76
+"""VAE with one stochastic layer, k = 1, on binarized MNIST, nats (Burda et al., 2016, Table 1), as
+bench/vae.py quotes it (not re-checked against the paper here)."""
+RESULTS = Path(__file__).parent / "results"
+VARIANTS = ("binarized", "17 levels")
+
+
+def configs(variant: str, steps: int, data: str = "digits", data_dir=None) -> dict:
+    """The likelihood models' configs for one discretization of the data."""
+    from generative.diffusion.algo import Config as DDPMConfig
+    from generative.pixelcnn.algo import Config as PixelCNNConfig
+    from generative.vae.algo import Config as VAEConfig
+    binary = variant == "binarized"
+    return {
+        "pixelcnn": PixelCNNConfig(data=data, data_dir=data_dir, binarize=binary, total_steps=steps),
+        "vae": VAEConfig(data=data, data_dir=data_dir, likelihood="bernoulli" if binary else "discretized-gaussian",
+                         total_steps=steps),
+        "ddpm": DDPMConfig(data=data, data_dir=data_dir, image_size=8, channel_mults=(1, 2), binarize=binary,
+                           learn_variance=True, total_steps=steps),
+    }
+
+
+def train(algo: str, config, seed: int):
+    """Train through the lab's trainer (one evaluation, at the end); returns (algorithm, train seconds)."""
+    trainer = train_in_memory(algo, config, RunOptions(device="cpu", seed=seed, eval_every=config.total_steps))
+    return trainer.algorithm, trainer.train_seconds
+
+
+def score(algo: str, algorithm, k: int, seed: int) -> dict:
+    """Per-image test figures of one trained model (nats), and 64 samples in [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    if algo == "pixelcnn":
+        samples, _ = algorithm.generate(64, seed, None)
+        return {"nll": algorithm.test_nll().mean().item(), "samples": samples}
+    if algo == "vae":
+        from generative.vae.model import log_likelihood_bounds
+        algorithm.model.eval()
+        bounds = log_likelihood_bounds(algorithm.model, algorithm.test_x, k, generator=generator)
+        return {"neg_elbo": -bounds["elbo"].mean().item(), "nll": -bounds["iw"].mean().item(),
+                "samples": algorithm.model.sample(64, generator)}
+    bound = {key: value.mean().item() for key, value in algorithm.test_bound(seed).items()}
+    samples, _ = algorithm.generate(64, sampler="ddim", steps=50, seed=seed)
+    return {"nll": bound["total"], "bound_terms": bound, "samples": samples}
+
+
+def independent_pixels(variant: str, data: str = "digits", data_dir=None) -> float:
+    """-log p(x) of the test split under the best model of independent pixels (training histograms)."""
+    train, test = load_images(data, "train", data_dir), load_images(data, "test", data_dir)
+    if variant == "binarized":
+        p = train.images.mean(0).clamp(1e-6, 1 - 1e-6)
+        x = test.binarized().images
+        return -(x * p.log() + (1 - x) * (1 - p).log()).flatten(1).sum(1).mean().item()
+    counts = torch.stack([(train.indices() == k).sum(0) for k in range(train.levels)]).double() + 0.5
+    log_p = (counts / counts.sum(0)).log().flatten(1)                         # (levels, pixels)
+    pixels = torch.arange(log_p.shape[1])
+    return -log_p[test.indices().flatten(1), pixels].sum(1).mean().item()
+
+
+def sample_figure(panels: dict, path: Path) -> None:
+    """One PNG: a row per discretization, a column per model, 64 samples each with big pixels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from generative.plots import enlarged
+    from lab.media import image_grid
+    columns = ["pixelcnn", "vae", "ddpm", "gan"]
+    titles = {"pixelcnn": "PixelCNN (exact)", "vae": "VAE (IWAE bound)", "ddpm": "DDPM (bound)",
+              "gan": "GAN (no likelihood)"}
+    figure, axes = plt.subplots(len(VARIANTS), len(columns), figsize=(4 * len(columns), 4.3 * len(VARIANTS)), dpi=100)
+    for r, variant in enumerate(VARIANTS):
+        for c, name in enumerate(columns):
+            axis = axes[r, c]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            samples = panels.get((variant, name))
+            if samples is None:
+                note = "not trained on\nbinary images" if name == "gan" else "not run"
+                axis.text(0.5, 0.5, note, ha="center", va="center", fontsize=10)
+            else:
+                grid = image_grid(enlarged(samples.float().clamp(0, 1).cpu(), 32), nrow=8, pad=2)
+                axis.imshow(grid[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            axis.set_title(f"{titles[name]}\n{variant}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lab bench likelihood", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps of every model")
+    parser.add_argument("--gan-steps", type=int, default=1500, help="steps of the GAN (samples only; 0: no GAN)")
+    parser.add_argument("--k", type=int, default=1000, help="importance samples per test image (VAE)")
+    parser.add_argument("--models", nargs="+", default=list(LIKELIHOODS), help="models with a likelihood to score")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder with the MNIST IDX files")
+    parser.add_argument("--out", type=Path, default=RESULTS / "likelihood.json")
+    args = parser.parse_args(argv)
+    for algo in args.models:
+        require_likelihood(algo)
+
+    report = {"command": "lab bench likelihood " + " ".join(argv or []), "torch_threads": torch.get_num_threads(),
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "loadavg_start": _loadavg(),
+              "steps": args.steps, "k": args.k, "seed": args.seed, "digits": {}}
+    panels = {}
+    for variant in VARIANTS:
+        rows = {}
+        for algo, config in configs(variant, args.steps).items():
+            if algo not in args.models:
+                continue
+            started = time.perf_counter()
+            algorithm, train_s = train(algo, config, args.seed)
+            result = score(algo, algorithm, args.k, args.seed)
+            panels[(variant, algo)] = result.pop("samples")
+            result.update(train_s=train_s, eval_s=time.perf_counter() - started - train_s,
+                          bits_per_dim=bits_per_dim(result["nll"], 64),
+                          config={k: str(v) for k, v in vars(config).items()})
+            rows[algo] = result
+            print(f"{variant}: {algo} -log p(x) {'≤ ' if algo != 'pixelcnn' else ''}{result['nll']:.2f} nats "
+                  f"({result['bits_per_dim']:.3f} bits/dim), {train_s:.0f} s training", flush=True)
+        rows["independent_pixels"] = {"nll": independent_pixels(variant)}
+        report["digits"][variant] = rows
+
+    if args.gan_steps > 0:
+        from generative.gan.algo import Config as GANConfig
+        gan, gan_s = train("gan", GANConfig(data="digits", total_steps=args.gan_steps), args.seed)
+        panels[("17 levels", "gan")] = gan.generate(torch.randn(64, gan.config.z_dim, generator=torch.Generator()
+                                                                .manual_seed(args.seed)))
+        report["digits"]["gan"] = {"train_s": gan_s, "nll": None, "note": "no likelihood"}
+
+    report["mnist"] = _mnist(args)
+    report["loadavg_end"] = _loadavg()
+    print_table(report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    figure = args.out.with_name(args.out.stem + "-samples.png")
+    sample_figure(panels, figure)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {args.out} and {figure}")
+    return 0
+
+
+def _mnist(args) -> dict:
+    if args.data_dir is None or not is_available("mnist", args.data_dir):
+        where = f"no MNIST files in {args.data_dir}" if args.data_dir else "no --data-dir given"
+        print(f"\nMNIST: not run ({where}). Published on binarized MNIST: PixelCNN {PIXELCNN_MNIST} nats, "
+              f"VAE {BURDA_VAE_MNIST} nats.")
+        return {"status": f"not run: {where}"}
+    rows = {}
+    for algo, config in configs("binarized", args.steps, "mnist", args.data_dir).items():
+        if algo == "ddpm" or algo not in args.models:
+            continue   # 28x28 needs a U-Net level count that 8x8 does not; the digits table has the DDPM bound
+        algorithm, train_s = train(algo, config, args.seed)
+        result = score(algo, algorithm, args.k, args.seed)
+        result.pop("samples")
+        rows[algo] = {**result, "train_s": train_s, "bits_per_dim": bits_per_dim(result["nll"], 784)}
+    return {"rows": rows, "published": {"pixelcnn": PIXELCNN_MNIST, "vae": BURDA_VAE_MNIST}}
+
+
+def print_table(report: dict) -> None:
+    names = {"pixelcnn": "PixelCNN, exact", "vae": "VAE, IWAE K={k} (-ELBO)", "ddpm": "DDPM, variational bound",
+             "independent_pixels": "independent pixels (context)"}
+    print(f"\ndigits 8x8 test split (360 images), nats per image (bits/dim); seed {report['seed']}, "
+          f"{report['steps']} steps each")
+    print(f"  {'model':<34}" + "".join(f"{v:>24}" for v in VARIANTS) + f"{'train s':>18}")
+    for algo, label in names.items():
+        if algo not in report["digits"][VARIANTS[0]]:
+            continue
+        cells, seconds = [], []
+        for variant in VARIANTS:
+            row = report["digits"][variant][algo]
+            text = f"{row['nll']:.2f} ({bits_per_dim(row['nll'], 64):.3f})"
+            if "neg_elbo" in row:
+                text += f" [{row['neg_elbo']:.1f}]"
+            cells.append(text)
+            if "train_s" in row:
+                seconds.append(f"{row['train_s']:.0f}")
+        print(f"  {label.format(k=report['k']):<34}" + "".join(f"{c:>24}" for c in cells)
+              + f"{' / '.join(seconds):>18}")
+    if "gan" in report["digits"]:
+        print(f"  {'GAN':<34}{'no likelihood':>48}{report['digits']['gan']['train_s']:>18.0f}")
+    print(f"  load average at start / end: {report['loadavg_start']} / {report['loadavg_end']}")
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
