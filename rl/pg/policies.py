@@ -39,6 +39,12 @@ class CategoricalHead(nn.Module):
             return logits.argmax(-1)
         return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
 
+    def sample(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sampled action and its log-probability log pi(a|s), from one pass over the logits."""
+        log_pi = self.logits(h).log_softmax(-1)
+        action = (log_pi - torch.empty_like(log_pi).exponential_().log()).argmax(-1)
+        return action, log_pi.gather(-1, action[..., None]).squeeze(-1)
+
 
 class GaussianHead(nn.Module):
     """A diagonal Gaussian: the mean from the features; log-std a free parameter (state-independent) or
@@ -63,6 +69,12 @@ class GaussianHead(nn.Module):
     def act(self, h: torch.Tensor, deterministic: bool) -> torch.Tensor:
         dist = self(h)
         return dist.mean if deterministic else dist.sample()
+
+    def sample(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An unbounded sample a = mu + sigma * eps and its log-probability (clipping happens at the env)."""
+        dist = self(h)
+        action = dist.sample()
+        return action, dist.log_prob(action)
 
 
 def check_action_space(space: gym.Space) -> None:
@@ -128,3 +140,10 @@ class ActorCritic(nn.Module):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """An action per observation: sampled, or the distribution's mode when ``deterministic``."""
         return self.head.act(self.policy_trunk(obs), deterministic)
+
+    def act_with_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(a ~ pi(.|s), log pi(a|s), V(s)) in one forward pass: what a rollout records when acting."""
+        h = self.policy_trunk(obs)
+        action, log_prob = self.head.sample(h)
+        v_h = h if self.shared else self.value_trunk(obs)
+        return action, log_prob, self.value_out(v_h).squeeze(-1)
