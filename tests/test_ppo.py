@@ -234,3 +234,17 @@ def test_ppo_solves_cartpole_within_100k_steps():
                               eval_options=EvalOptions(episodes=20),
                               stop_when=lambda step, results: results["eval/ep_return"] >= 475.0)
     assert trainer.stopped_early, f"greedy mean {trainer.history[-1][1]['eval/ep_return']:.1f} < 475 after 100k steps"
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Discrete(3), gym.spaces.Box(-1.0, 1.0, (2,))])
+def test_evaluate_actions_matches_the_distribution(space):
+    torch.manual_seed(0)
+    net = ActorCritic(gym.spaces.Box(-1.0, 1.0, (4,)), space, init_log_std=-0.3)
+    obs = torch.randn(5, 4)
+    actions, log_prob_when_acting, value_when_acting = net.act_with_value(obs)
+    log_prob, entropy, value = net.evaluate_actions(obs, actions)
+    dist, value_of_forward = net(obs)
+    assert torch.allclose(log_prob, dist.log_prob(actions), atol=1e-5)
+    assert torch.allclose(log_prob_when_acting, log_prob, atol=1e-5)
+    assert torch.allclose(entropy, dist.entropy(), atol=1e-5)
+    assert torch.allclose(value, value_of_forward) and torch.allclose(value_when_acting, value)

@@ -32,7 +32,7 @@ from lab.config import in_range, non_negative, positive, require
 from lab.runtime import Runtime
 from rl.pg.common import EvalOptions, collect_rollout, episode_metrics, evaluate_policy, make_training_envs
 from rl.pg.losses import clipped_surrogate_pg_loss, clipped_value_loss, entropy_bonus, value_loss
-from rl.pg.policies import ActorCritic
+from rl.pg.policies import ActionEvaluator, ActorCritic
 
 __all__ = ["Config", "Algorithm", "EvalOptions", "PRESETS"]
 
@@ -165,8 +165,8 @@ class Algorithm:
         self.envs, self.obs = make_training_envs(cfg.env_id, self.num_envs, runtime.rank_seed)
         self.net = ActorCritic(self.envs.single_observation_space, self.envs.single_action_space, cfg.hidden,
                                "state-independent", cfg.init_log_std, trunks="auto").to(runtime.device)
-        self.train_net = runtime.wrap(self.net)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5, foreach=True)
+        self.train_net = runtime.wrap(ActionEvaluator(self.net))   # log pi(a|s), H, V(s) with gradients
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
         self.updates = 0
 
     def train_step(self, step: int) -> dict:
@@ -204,8 +204,8 @@ class Algorithm:
         """One optimizer step on a minibatch; its losses and diagnostics as 0-d tensors (no host sync)."""
         cfg = self.cfg
         with self.rt.autocast():
-            dist, values = self.train_net(mb["obs"])
-        log_ratio = dist.log_prob(mb["actions"]).float() - mb["log_probs"]
+            log_prob, entropy, values = self.train_net(mb["obs"], mb["actions"])
+        log_ratio = log_prob.float() - mb["log_probs"]
         ratio = log_ratio.exp()
         advantages = mb["advantages"]
         if cfg.normalize_advantage:
@@ -217,7 +217,7 @@ class Algorithm:
             v_loss = clipped_value_loss(values, mb["values"], mb["returns"], clip_range)
         else:
             v_loss = value_loss(values, mb["returns"])
-        entropy = entropy_bonus(dist.entropy().float())
+        entropy = entropy_bonus(entropy.float())
         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
         grad_norm = self.rt.optimize(loss, self.optimizer, cfg.max_grad_norm or None)
         with torch.no_grad():
