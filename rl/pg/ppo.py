@@ -186,9 +186,13 @@ class Algorithm:
         stats: dict[str, list] = {key: [] for key in ("policy_loss", "value_loss", "entropy", "approx_kl",
                                                       "clip_fraction", "grad_norm")}
         epochs = 0
+        size = len(batch["returns"])
         for epochs in range(1, cfg.n_epochs + 1):
-            for rows in torch.randperm(len(batch["returns"]), device=self.rt.device).split(self.minibatch_size):
-                for key, value in self.update({k: v[rows] for k, v in batch.items()}, clip_range).items():
+            order = torch.randperm(size, device=self.rt.device)
+            shuffled = {key: value[order] for key, value in batch.items()}
+            for start in range(0, size, self.minibatch_size):
+                minibatch = {key: value[start:start + self.minibatch_size] for key, value in shuffled.items()}
+                for key, value in self.update(minibatch, clip_range).items():
                     stats[key].append(value)
             if cfg.target_kl is not None and stats["approx_kl"][-1] > cfg.target_kl:
                 break                                          # one host sync per epoch, only with target_kl
