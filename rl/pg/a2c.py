@@ -19,7 +19,7 @@ import torch
 
 from lab.config import in_range, non_negative, one_of, positive
 from lab.runtime import Runtime
-from rl.pg.common import EvalOptions, collect_rollout, episode_metrics, evaluate_policy, make_training_envs
+from rl.pg.common import EvalOptions, RolloutAgent, collect_rollout, episode_metrics, make_training_envs
 from rl.pg.losses import entropy_bonus, policy_gradient_loss, value_loss
 from rl.pg.policies import ActorCritic, LogStd, Trunks
 
@@ -79,9 +79,7 @@ def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr, eps=1e-5, foreach=True)
 
 
-class Algorithm:
-    best_metric = ("eval/ep_return", "max")
-
+class Algorithm(RolloutAgent):
     def __init__(self, config: Config, runtime: Runtime):
         self.config, self.rt = config, runtime
         self.step_size = config.num_envs * config.n_steps
@@ -116,19 +114,3 @@ class Algorithm:
         if grad_norm is not None:
             metrics["train/grad_norm"] = grad_norm
         return metrics
-
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        return evaluate_policy(self.net, self.config.env_id, options, seed=self.rt.seed + 10_000, device=self.rt.device)
-
-    def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Networks, optimizer and update count; the envs restart fresh episodes seeded by the update count."""
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.updates = state["updates"]
-        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
-
-    def close(self) -> None:
-        self.envs.close()

@@ -160,5 +160,28 @@ def evaluate_policy(net: ActorCritic, env_id: str, options: EvalOptions | None, 
     return results
 
 
+class RolloutAgent:
+    """What A2C and PPO share beyond their update: greedy evaluation, checkpoints and closing. Needs
+    ``config.env_id``, ``rt``, ``net``, ``optimizer``, ``updates`` (updates made) and ``envs``."""
+
+    best_metric = ("eval/ep_return", "max")
+
+    def evaluate(self, options: EvalOptions | None = None) -> dict:
+        return evaluate_policy(self.net, self.config.env_id, options, seed=self.rt.seed + 10_000, device=self.rt.device)
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Networks, optimizer and update count; the envs restart fresh episodes seeded by the update count."""
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates = state["updates"]
+        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
+
+    def close(self) -> None:
+        self.envs.close()
+
+
 __all__ = ["EvalOptions", "TRAINING_EVAL", "make_training_envs", "to_tensor", "to_env", "final_observations",
-           "Rollout", "collect_rollout", "episode_metrics", "evaluate_policy", "finished_episodes"]
+           "Rollout", "collect_rollout", "RolloutAgent", "episode_metrics", "evaluate_policy", "finished_episodes"]

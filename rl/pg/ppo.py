@@ -30,7 +30,7 @@ import torch
 from envs.make import is_atari
 from lab.config import in_range, non_negative, positive, require
 from lab.runtime import Runtime
-from rl.pg.common import EvalOptions, collect_rollout, episode_metrics, evaluate_policy, make_training_envs
+from rl.pg.common import EvalOptions, RolloutAgent, collect_rollout, episode_metrics, make_training_envs
 from rl.pg.losses import clipped_surrogate_pg_loss, clipped_value_loss, entropy_bonus, value_loss
 from rl.pg.policies import ActionEvaluator, ActorCritic
 
@@ -151,8 +151,9 @@ def explained_variance(prediction: torch.Tensor, target: torch.Tensor) -> torch.
     return 1.0 - (target - prediction).var() / target.var()
 
 
-class Algorithm:
-    best_metric = ("eval/ep_return", "max")
+class Algorithm(RolloutAgent):
+    """PPO on ``num_envs`` envs; evaluation and checkpoints as A2C's (``RolloutAgent``). The learning-rate
+    and clip-range schedules are functions of the trainer's step, so a resumed run continues them exactly."""
 
     def __init__(self, config: Config, runtime: Runtime):
         self.config, self.rt = config, runtime
@@ -232,20 +233,3 @@ class Algorithm:
         if grad_norm is not None:
             out["grad_norm"] = grad_norm
         return out
-
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        return evaluate_policy(self.net, self.cfg.env_id, options, seed=self.rt.seed + 10_000, device=self.rt.device)
-
-    def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Networks, optimizer and update count (the learning-rate and clip schedules follow the trainer's
-        step); the envs restart fresh episodes seeded by the update count."""
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.updates = state["updates"]
-        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
-
-    def close(self) -> None:
-        self.envs.close()
