@@ -189,16 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     result = {"sb3_version": stable_baselines3.__version__, "torch_threads": torch.get_num_threads(), "device": "cpu",
               "args": {k: str(v) for k, v in vars(args).items()}, "loadavg_before": load_average(), "solve": {}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     for env_id in args.envs:
         print(f"{env_id}: steps to {TASKS[env_id][0]:g}", flush=True)
         result["solve"][env_id] = steps_to_solve(env_id, args.seeds)
+        args.out.write_text(json.dumps(result, indent=2, default=float))     # what is done survives a failure
     if args.atari_steps:
         print(f"ALE/Breakout-v5 throughput ({args.atari_steps} steps, reduced for a CPU)", flush=True)
         result["atari"] = atari_throughput("ALE/Breakout-v5", args.atari_steps)
     result["loadavg_after"] = load_average()
     print(report(result))
     print(f"load average before: {result['loadavg_before']}; after: {result['loadavg_after']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float))
     print(f"wrote {args.out}")
     return 0
