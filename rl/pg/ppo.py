@@ -80,34 +80,34 @@ class Config:
     env_id: str = "CartPole-v1"
     """Gymnasium id with Discrete or bounded 1-D Box actions, or an Atari id (ALE/Breakout-v5)."""
     total_steps: Optional[int] = None
-    """Environment steps to train for, summed over all envs [preset: CartPole 100k, Acrobot 1M, Pendulum 100k,
-    Atari 10M, other 500k]. Filled in from the preset when the config is made."""
+    """Environment steps to train for, summed over all envs; filled in from the preset when the config is
+    made [CartPole/Acrobot/Pendulum/Atari/other: 100k/1M/100k/10M/500k]."""
     num_envs: Optional[int] = None
-    """Environments stepped together (N) [preset: CartPole 8, Acrobot 16, Pendulum 4, Atari 8, other 4]."""
+    """Environments stepped together (N) [CartPole/Acrobot/Pendulum/Atari/other: 8/16/4/8/4]."""
     n_steps: Optional[int] = None
-    """Steps per env in each rollout (n); one update learns from N x n steps [preset: 32, 256, 1024, 128, 128]."""
+    """Steps per env in each rollout (n); an update learns from N x n steps [32/256/1024/128/128]."""
     minibatch_size: Optional[int] = None
-    """Steps per minibatch; must divide N x n [preset: 256, 64, 64, 256, 128]."""
+    """Steps per minibatch; must divide N x n [256/64/64/256/128]."""
     n_epochs: Optional[int] = None
-    """Passes over each rollout [preset: 20, 4, 10, 4, 4]."""
+    """Passes over each rollout [20/4/10/4/4]."""
     lr: Optional[float] = None
-    """Adam learning rate (eps 1e-5) [preset: 1e-3, 3e-4, 1e-3, 2.5e-4, 2.5e-4]."""
+    """Adam learning rate (eps 1e-5) [1e-3/3e-4/1e-3/2.5e-4/2.5e-4]."""
     anneal_lr: Optional[bool] = None
-    """Anneal the learning rate linearly to 0 over total_steps [preset: on except Acrobot and Pendulum]."""
+    """Anneal the learning rate linearly to 0 over total_steps [True/False/False/True/True]."""
     clip_range: Optional[float] = None
-    """epsilon of the clipped surrogate [preset: 0.2; Atari 0.1]."""
+    """epsilon of the clipped surrogate [0.2/0.2/0.2/0.1/0.2]."""
     anneal_clip_range: Optional[bool] = None
-    """Anneal epsilon linearly to 0 over total_steps [preset: CartPole and Atari]."""
+    """Anneal epsilon linearly to 0 over total_steps [True/False/False/True/False]."""
     clip_value_loss: Optional[bool] = None
-    """Clip the value prediction to within epsilon of the acting critic's [preset: off; other envs on]."""
+    """Clip the value prediction to within epsilon of the acting critic's [False/False/False/False/True]."""
     gamma: Optional[float] = None
-    """Discount factor [preset: 0.98, 0.99, 0.9, 0.99, 0.99]."""
+    """Discount factor [0.98/0.99/0.9/0.99/0.99]."""
     gae_lambda: Optional[float] = None
-    """lambda of GAE(lambda) [preset: 0.8, 0.94, 0.95, 0.95, 0.95]."""
+    """lambda of GAE(lambda) [0.8/0.94/0.95/0.95/0.95]."""
     ent_coef: Optional[float] = None
-    """Weight of the entropy bonus [preset: 0; Atari and other envs 0.01]."""
+    """Weight of the entropy bonus [0/0/0/0.01/0.01]."""
     vf_coef: Optional[float] = None
-    """Weight of the value loss (mean squared error) [preset: 0.5; other envs 0.25]."""
+    """Weight of the value loss (mean squared error) [0.5/0.5/0.5/0.5/0.25]."""
     max_grad_norm: float = 0.5
     """Clip the global gradient norm to this value (0: no clipping)."""
     normalize_advantage: bool = True
