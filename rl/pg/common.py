@@ -161,7 +161,7 @@ def evaluate_policy(net: ActorCritic, env_id: str, options: EvalOptions | None, 
 
 
 class RolloutAgent:
-    """What A2C and PPO share beyond their update: greedy evaluation, checkpoints and closing. Needs
+    """What REINFORCE, A2C and PPO share beyond their update: greedy evaluation, checkpoints and closing. Needs
     ``config.env_id``, ``rt``, ``net``, ``optimizer``, ``updates`` (updates made) and ``envs``."""
 
     best_metric = ("eval/ep_return", "max")

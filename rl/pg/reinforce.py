@@ -21,7 +21,7 @@ import torch
 
 from lab.config import in_range, non_negative, one_of, positive
 from lab.runtime import Runtime
-from rl.pg.common import (EvalOptions, episode_metrics, evaluate_policy, finished_episodes, make_training_envs,
+from rl.pg.common import (EvalOptions, RolloutAgent, episode_metrics, finished_episodes, make_training_envs,
                           to_env, to_tensor)
 from rl.pg.losses import policy_gradient_loss, value_loss
 from rl.pg.policies import ActorCritic, LogStd
@@ -71,9 +71,7 @@ class Config:
         one_of(self, "log_std", ["state-independent", "state-dependent"])
 
 
-class Algorithm:
-    best_metric = ("eval/ep_return", "max")
-
+class Algorithm(RolloutAgent):
     def __init__(self, config: Config, runtime: Runtime):
         self.config, self.rt = config, runtime
         self.step_size = config.num_envs * config.rollout_steps
@@ -156,19 +154,7 @@ class Algorithm:
         self.updates += 1
         return metrics
 
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        return evaluate_policy(self.net, self.config.env_id, options, seed=self.rt.seed + 10_000, device=self.rt.device)
-
-    def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "updates": self.updates}
-
     def load_state_dict(self, state: dict) -> None:
-        """Networks, optimizer and update count; the envs restart fresh episodes seeded by the update count."""
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.updates = state["updates"]
-        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
+        """RolloutAgent's restore, and the running episodes start empty."""
+        super().load_state_dict(state)
         self._new_episodes()
-
-    def close(self) -> None:
-        self.envs.close()
