@@ -58,7 +58,8 @@ PRESETS: dict[str, dict] = {
         num_envs=4, n_steps=1024, minibatch_size=64, n_epochs=10, lr=1e-3, anneal_lr=False, anneal_clip_range=False,
         gamma=0.9, gae_lambda=0.95, clip_range=0.2, clip_value_loss=False, ent_coef=0.0, vf_coef=0.5,
         total_steps=100_000),
-    "ALE/": dict(                  # RL Zoo "atari" = CleanRL ppo_atari.py (8 envs x 128, 4 minibatches, 4 epochs)
+    "ALE/": dict(                  # RL Zoo "atari" (CleanRL ppo_atari.py: the same except a constant eps and a
+                                   # clipped value loss of weight 0.25 in this file's units)
         num_envs=8, n_steps=128, minibatch_size=256, n_epochs=4, lr=2.5e-4, anneal_lr=True, anneal_clip_range=True,
         gamma=0.99, gae_lambda=0.95, clip_range=0.1, clip_value_loss=False, ent_coef=0.01, vf_coef=0.5,
         total_steps=10_000_000),
