@@ -140,8 +140,8 @@ class Runtime:
         grad_norm = None
         if max_grad_norm:
             self.scaler.unscale_(optimizer)
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            grad_norm = clip_grad_norm(grads, max_grad_norm)
         self.scaler.step(optimizer)
         self.scaler.update()
         return grad_norm
@@ -218,6 +218,14 @@ class Runtime:
             raise LabError(f"the checkpoint was written by a job of {len(per_rank)} processes and this one has "
                            f"{self.world_size}; resume with the same --nproc-per-node.")
         set_rng_state(per_rank[self.rank])
+
+
+def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_``'s arithmetic on the gradients themselves, without its per-call
+    wrappers (a third of a small network's optimizer step on a CPU): scale by min(1, max_norm / (norm + 1e-6))."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    return norm
 
 
 def seed_everything(seed: int) -> None:

@@ -73,6 +73,7 @@ def test_sb3_style_evaluation_code_can_drive_an_agent(dqn_run):
     ("reinforce", dict(rollout_steps=64, total_steps=256)),
     ("actor-critic", dict(n_steps=8, total_steps=256)),
     ("a2c", dict(total_steps=320)),
+    ("ppo", dict(total_steps=256, num_envs=2, n_steps=64, minibatch_size=64, n_epochs=1)),
 ])
 def test_policy_gradient_agents_predict_their_policy_mode(tmp_path, algo, fields):
     run = lab.train(algo, env_id="CartPole-v1", run_dir=tmp_path / algo, **fields, **FAST)

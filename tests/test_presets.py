@@ -72,7 +72,7 @@ def test_config_json_holds_resolved_values_and_reruns_the_same_experiment(tmp_pa
 
 @pytest.mark.parametrize("args, words", [
     (["train", "dqn", "--preset", "Pong"], ["no preset 'Pong'", "ALE/*"]),
-    (["train", "gan", "--preset", "ALE/*"], ["'ALE/*' is a preset of dqn, not of gan"]),
+    (["train", "gan", "--preset", "ALE/*"], ["'ALE/*' is a preset of dqn, ppo, not of gan"]),
     (["train", "dqn", "--config", "missing.json"], ["cannot read the config file"]),
     (["train", "dqn", "--config", "bad.json"], ["'learning_rate', which is not a field of dqn"]),
     (["train", "dqn", "--config", "vae.json"], ["config of a vae run, not of dqn"]),

@@ -162,3 +162,14 @@ def test_plot_draws_mean_and_std_over_seeds(tmp_path, lab):
     result = lab("plot", *runs, "--metric", "train/loss", "--out", out)
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 1000
+
+
+def test_runtime_gradient_clipping_matches_torch_bit_for_bit():
+    from lab.runtime import clip_grad_norm
+    torch.manual_seed(0)
+    ours = [torch.randn(5, 3, requires_grad=True), torch.randn(7, requires_grad=True)]
+    theirs = [p.detach().clone().requires_grad_(True) for p in ours]
+    for params in (ours, theirs):
+        sum((p ** 3).sum() for p in params).backward()
+    assert torch.equal(clip_grad_norm([p.grad for p in ours], 0.5), torch.nn.utils.clip_grad_norm_(theirs, 0.5))
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))

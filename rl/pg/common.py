@@ -1,5 +1,6 @@
-"""What the three policy-gradient algorithms share around their maths: vector envs with the action
-space checked, numpy <-> torch at the env boundary, the ``lab eval`` options, and evaluation with video."""
+"""What the policy-gradient algorithms share around their maths: vector envs with the action space
+checked, numpy <-> torch at the env boundary, the rollout A2C and PPO learn from, the ``lab eval``
+options, and evaluation with video."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from lab.config import positive
 from rl.nets import is_image_space
 from rl.evaluation import record_video, run_episodes
 from rl.pg.policies import ActorCritic, check_action_space
+from rl.pg.returns import gae
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,56 @@ def final_observations(next_obs: np.ndarray, infos: dict) -> np.ndarray:
     return real
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """``n_steps`` steps of N envs, time-major (T, N, ...), with what the acting policy saw and said."""
+
+    obs: torch.Tensor           # s_t
+    actions: torch.Tensor       # a_t as sampled (Gaussian samples before clipping to the bounds)
+    log_probs: torch.Tensor     # log pi_old(a_t|s_t) of the acting policy
+    values: torch.Tensor        # V_old(s_t) of the acting critic
+    rewards: torch.Tensor       # r_t
+    terminated: torch.Tensor    # s_{t+1} is terminal: never bootstrapped
+    done: torch.Tensor          # the episode ended after step t (terminated or truncated)
+    next_values: torch.Tensor   # V_old(s_{t+1}); V(final observation) where a time limit cut the episode
+    episodes: list              # (return, length) of the episodes that finished
+
+    def advantages(self, gamma: float, lam: float) -> torch.Tensor:
+        """GAE(lambda) advantages A_t of every step (Schulman et al. 2016)."""
+        return gae(self.rewards, self.values, self.next_values, self.terminated, self.done, gamma, lam)
+
+
+@torch.no_grad()
+def collect_rollout(net: ActorCritic, envs: gym.vector.VectorEnv, obs: np.ndarray, n_steps: int,
+                    device: torch.device) -> tuple[Rollout, np.ndarray]:
+    """Play ``n_steps`` in every env with one forward pass per step; the rollout and the next observations."""
+    space = envs.single_action_space
+    rewards, terminated, done = (np.zeros((n_steps, envs.num_envs), np.float32) for _ in range(3))
+    observations, actions, log_probs, values, episodes = [], [], [], [], []
+    truncated_at: list[tuple[int, int, np.ndarray]] = []   # (t, env, final obs) where a time limit cut an episode
+    for t in range(n_steps):
+        obs_t = to_tensor(obs, device)
+        action, log_prob, value = net.act_with_value(obs_t)
+        obs, rewards[t], terminated_t, truncated_t, infos = envs.step(to_env(action, space))
+        terminated[t], done[t] = terminated_t, terminated_t | truncated_t
+        for i in np.flatnonzero(truncated_t & ~terminated_t):
+            truncated_at.append((t, int(i), infos["final_obs"][i]))
+        observations.append(obs_t)
+        actions.append(action)
+        log_probs.append(log_prob)
+        values.append(value)
+        episodes += finished_episodes(infos)
+    values_t = torch.stack(values)
+    next_values = torch.cat([values_t[1:], net.value(to_tensor(obs, device))[None]])
+    if truncated_at:
+        t_idx, env_idx, final = zip(*truncated_at)
+        next_values[list(t_idx), list(env_idx)] = net.value(to_tensor(np.stack(final), device))
+    as_tensor = lambda rows: torch.from_numpy(rows).to(device)
+    rollout = Rollout(torch.stack(observations), torch.stack(actions), torch.stack(log_probs), values_t,
+                      as_tensor(rewards), as_tensor(terminated), as_tensor(done), next_values, episodes)
+    return rollout, obs
+
+
 def episode_metrics(infos_returns: list[tuple[float, int]]) -> dict:
     """rollout/ep_return and rollout/ep_length averaged over the episodes that finished (none: no keys)."""
     if not infos_returns:
@@ -124,5 +176,37 @@ def evaluate_policy(net: ActorCritic, env_id: str, options: EvalOptions | None, 
     return results
 
 
-__all__ = ["EvalOptions", "TRAINING_EVAL", "env_setup", "predict_actions", "make_training_envs", "to_tensor", "to_env", "final_observations",
-           "episode_metrics", "evaluate_policy", "finished_episodes"]
+class RolloutAgent:
+    """What REINFORCE, A2C and PPO share beyond their update: greedy evaluation, acting for a loaded agent,
+    checkpoints and closing. Needs ``config.env_id``, ``rt``, ``training``, ``net``, ``updates`` (updates
+    made) and, when training, ``optimizer`` and ``envs``."""
+
+    best_metric = ("eval/ep_return", "max")
+
+    def evaluate(self, options: EvalOptions | None = None) -> dict:
+        return evaluate_policy(self.net, self.config.env_id, options, seed=self.rt.seed + 10_000, device=self.rt.device)
+
+    def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
+        return predict_actions(self.net, obs, deterministic, self.rt.device)
+
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Networks, optimizer and update count; the envs restart fresh episodes seeded by the update count.
+        A loaded agent (``training=False``) restores its network alone."""
+        self.net.load_state_dict(state["net"])
+        self.updates = state["updates"]
+        if not self.training:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+
+
+__all__ = ["EvalOptions", "TRAINING_EVAL", "env_setup", "predict_actions", "make_training_envs", "to_tensor",
+           "to_env", "final_observations", "Rollout", "collect_rollout", "RolloutAgent", "episode_metrics",
+           "evaluate_policy", "finished_episodes"]

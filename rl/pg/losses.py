@@ -22,3 +22,21 @@ def value_loss(value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def entropy_bonus(entropy: torch.Tensor) -> torch.Tensor:
     """The mean policy entropy (added with a coefficient to keep exploring)."""
     return entropy.mean()
+
+
+def clipped_surrogate_pg_loss(ratio_t: torch.Tensor, adv_t: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Minus PPO's clipped surrogate objective (Schulman et al. 2017) for ratios rho_t = pi(a|s) / pi_old(a|s).
+
+    The min takes the clipped term where it is the smaller one, so a ratio already past 1 + epsilon (positive
+    advantage) or below 1 - epsilon (negative advantage) gets no gradient; elsewhere it is rho_t A_t's.
+    """
+    clipped_ratio_t = ratio_t.clamp(1.0 - epsilon, 1.0 + epsilon)
+    return -torch.min(ratio_t * adv_t, clipped_ratio_t * adv_t).mean()   # L^CLIP = E[min(rho A, clip(rho, 1-eps, 1+eps) A)]
+
+
+def clipped_value_loss(v_t: torch.Tensor, old_v_t: torch.Tensor, target_t: torch.Tensor,
+                       epsilon: float) -> torch.Tensor:
+    """PPO's value loss with the prediction kept within epsilon of the acting critic's (as in OpenAI baselines)."""
+    v_clipped_t = old_v_t + (v_t - old_v_t).clamp(-epsilon, epsilon)
+    # clipped value loss: E[max((V - G)^2, (V_old + clip(V - V_old, -eps, eps) - G)^2)]
+    return torch.max((v_t - target_t) ** 2, (v_clipped_t - target_t) ** 2).mean()

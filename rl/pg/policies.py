@@ -19,6 +19,7 @@ from lab.errors import LabError
 from rl.nets import is_image_space, orthogonal_init, trunk_for
 
 LogStd = Literal["state-independent", "state-dependent"]
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 Trunks = Literal["auto", "shared", "separate"]
 
 
@@ -38,6 +39,18 @@ class CategoricalHead(nn.Module):
         if deterministic:
             return logits.argmax(-1)
         return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
+
+    def sample(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A sampled action and its log-probability log pi(a|s), from one pass over the logits."""
+        log_pi = self.logits(h).log_softmax(-1)
+        action = (log_pi - torch.empty_like(log_pi).exponential_().log()).argmax(-1)
+        return action, log_pi.gather(-1, action[..., None]).squeeze(-1)
+
+    def log_prob_and_entropy(self, h: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi(a|s) of given actions and H(pi(.|s)), without building a distribution object."""
+        log_pi = self.logits(h).log_softmax(-1)
+        entropy = -(log_pi.exp() * log_pi).sum(-1)        # H = -sum_a pi(a|s) log pi(a|s)
+        return log_pi.gather(-1, actions.long()[..., None]).squeeze(-1), entropy
 
 
 class GaussianHead(nn.Module):
@@ -63,6 +76,21 @@ class GaussianHead(nn.Module):
     def act(self, h: torch.Tensor, deterministic: bool) -> torch.Tensor:
         dist = self(h)
         return dist.mean if deterministic else dist.sample()
+
+    def sample(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An unbounded sample a = mu + sigma * eps and its log-probability (clipping happens at the env)."""
+        dist = self(h)
+        action = dist.sample()
+        return action, dist.log_prob(action)
+
+    def log_prob_and_entropy(self, h: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log pi(a|s) of given actions and H(pi(.|s)), in closed form (no distribution object)."""
+        mean = self.mean(h)
+        log_std = self.log_std(h).clamp(-20.0, 2.0) if self.state_dependent else self.log_std.expand_as(mean)
+        # diagonal Gaussian: log pi(a|s) = sum_i [-((a_i - mu_i) / sigma_i)^2 / 2 - log sigma_i - log(2 pi) / 2]
+        log_prob = (-0.5 * ((actions - mean) / log_std.exp()) ** 2 - log_std - HALF_LOG_2PI).sum(-1)
+        entropy = (0.5 + HALF_LOG_2PI + log_std).sum(-1)  # H = sum_i [1/2 + log(2 pi)/2 + log sigma_i]
+        return log_prob, entropy
 
 
 def check_action_space(space: gym.Space) -> None:
@@ -128,3 +156,29 @@ class ActorCritic(nn.Module):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """An action per observation: sampled, or the distribution's mode when ``deterministic``."""
         return self.head.act(self.policy_trunk(obs), deterministic)
+
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log pi(a|s), H(pi(.|s)), V(s)) of given actions: what an update on a stored rollout needs."""
+        h = self.policy_trunk(obs)
+        log_prob, entropy = self.head.log_prob_and_entropy(h, actions)
+        v_h = h if self.shared else self.value_trunk(obs)
+        return log_prob, entropy, self.value_out(v_h).squeeze(-1)
+
+    def act_with_value(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(a ~ pi(.|s), log pi(a|s), V(s)) in one forward pass: what a rollout records when acting."""
+        h = self.policy_trunk(obs)
+        action, log_prob = self.head.sample(h)
+        v_h = h if self.shared else self.value_trunk(obs)
+        return action, log_prob, self.value_out(v_h).squeeze(-1)
+
+
+class ActionEvaluator(nn.Module):
+    """``ActorCritic.evaluate_actions`` as a module's forward, so that DDP and torch.compile can wrap it."""
+
+    def __init__(self, net: ActorCritic):
+        super().__init__()
+        self.net = net
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.net.evaluate_actions(obs, actions)

@@ -17,13 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
 
 from lab.config import in_range, non_negative, one_of, positive
 from lab.runtime import Runtime
-from rl.pg.common import (EvalOptions, env_setup, episode_metrics, evaluate_policy, finished_episodes,
-                          predict_actions, to_env, to_tensor)
+from rl.pg.common import (EvalOptions, RolloutAgent, env_setup, episode_metrics, finished_episodes, to_env,
+                          to_tensor)
 from rl.pg.losses import policy_gradient_loss, value_loss
 from rl.pg.policies import ActorCritic, LogStd
 from rl.pg.returns import discounted_returns, episode_returns
@@ -72,9 +71,7 @@ class Config:
         one_of(self, "log_std", ["state-independent", "state-dependent"])
 
 
-class Algorithm:
-    best_metric = ("eval/ep_return", "max")
-
+class Algorithm(RolloutAgent):
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
         self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.rollout_steps
@@ -161,25 +158,8 @@ class Algorithm:
         self.updates += 1
         return metrics
 
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        return evaluate_policy(self.net, self.config.env_id, options, seed=self.rt.seed + 10_000, device=self.rt.device)
-
-    def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "updates": self.updates}
-
     def load_state_dict(self, state: dict) -> None:
-        """Networks, optimizer and update count; the envs restart fresh episodes seeded by the update count."""
-        self.net.load_state_dict(state["net"])
-        self.updates = state["updates"]
-        if not self.training:
-            return
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
-        self._new_episodes()
-
-    def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
-        return predict_actions(self.net, obs, deterministic, self.rt.device)
-
-    def close(self) -> None:
-        if self.envs is not None:
-            self.envs.close()
+        """RolloutAgent's restore, and the running episodes start empty."""
+        super().load_state_dict(state)
+        if self.training:
+            self._new_episodes()
