@@ -6,6 +6,7 @@ so the help text, the saved config and the code can never disagree.
     lab eval RUN_DIR [options]             evaluate a checkpoint (best.pt, else last.pt)
     lab sample RUN_DIR [options]           draw samples from a generative run
     lab solve [options]                    solve a tabular MDP exactly
+    lab export RUN_DIR [--format F]        the trained networks as safetensors (or a diffusers folder)
     lab plot RUN_DIR [RUN_DIR ...]         learning curves (mean ± std over seeds) as PNG
     lab list [algorithms|envs|datasets|runs]  what is available here; the runs and their state
     lab bench NAME [args]                  run a benchmark from bench/
@@ -60,6 +61,19 @@ class ResumeCommand:
     """Train until this step instead of the saved total."""
     device: Device = None
     """Train on this device instead of the saved one."""
+
+
+@dataclass(frozen=True)
+class ExportCommand:
+    """Write a run's trained networks in a portable format, with config.json and a model card."""
+    run_dir: tyro.conf.Positional[Path]
+    """The run folder."""
+    format: Literal["safetensors", "diffusers"] = "safetensors"
+    """safetensors: every network's weights; diffusers: a DDPM run as a DDPMPipeline folder."""
+    checkpoint: str = "best"
+    """best, last or a checkpoint path."""
+    out: Optional[Path] = None
+    """Folder to write (default: RUN_DIR/export-FORMAT)."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +210,13 @@ def cmd_sample(argv: list[str]) -> int:
     return 0
 
 
+def cmd_export(argv: list[str]) -> int:
+    args = tyro.cli(ExportCommand, args=argv, prog="lab export")
+    from lab.export import export
+    print(f"wrote {export(args.run_dir, args.format, args.checkpoint, args.out)}")
+    return 0
+
+
 def cmd_plot(argv: list[str]) -> int:
     args = tyro.cli(PlotCommand, args=argv, prog="lab plot")
     if not args.run_dirs:
@@ -250,7 +271,7 @@ def _print_rows(rows) -> None:
 
 COMMANDS = {
     "train": cmd_train, "resume": cmd_resume, "eval": cmd_eval, "sample": cmd_sample,
-    "plot": cmd_plot, "list": cmd_list, "bench": cmd_bench,
+    "plot": cmd_plot, "list": cmd_list, "bench": cmd_bench, "export": cmd_export,
 }
 
 

@@ -392,7 +392,7 @@ class Algorithm:
     # ------------------------------------------------------------------ evaluation and `lab sample`
     def evaluate(self, options: EvalOptions | None = None) -> dict:
         final = options is not None
-        options = options or EvalOptions(n=self.config.eval_samples)
+        options = options or EvalOptions(n=self.config.eval_samples, steps=min(50, self.schedule.num_steps))
         from generative.metrics import score_images, score_toy   # the scoring classifier loads only when evaluating
         labels = self._labels(options.n, None, options.guidance)
         samples, _ = self.generate(options.n, sampler=options.sampler, steps=options.steps, eta=options.eta,
