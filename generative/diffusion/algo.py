@@ -103,6 +103,9 @@ class Config:
     def __post_init__(self):
         check_dataset(self.data, DATASETS)
         one_of(self, "schedule", SCHEDULES)
+        require(self.schedule != "linear" or self.diffusion_steps > 20,
+                f"--diffusion-steps must be > 20 with the linear schedule (its β, rescaled by 1000/T, would "
+                f"reach 1), got {self.diffusion_steps}; use more steps or --schedule cosine.")
         one_of(self, "prediction", PREDICTIONS)
         positive(self, "diffusion_steps", "width", "res_blocks", "mlp_width", "mlp_depth", "total_steps",
                  "eval_samples")
