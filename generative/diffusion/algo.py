@@ -29,6 +29,7 @@ from lab import Arrays, Image
 from lab.config import in_range, non_negative, one_of, positive, require
 from lab.media import image_grid
 from lab.memory import require_batch
+from lab.presets import fill_unset
 from lab.runtime import Runtime
 from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, load_images,
                              toy_distribution)
@@ -136,24 +137,25 @@ class Config:
                     f"(one halving per extra --channel-mults level), got {size}.")
 
     def resolved(self) -> "Config":
-        """A copy with the derived defaults written in: batch size, learning rate, image size."""
-        return dataclasses.replace(self, batch_size=self.batch, lr=self.learning_rate,
-                                   image_size=None if self.data in TOY_DATASETS else self.resolution)
+        """A copy with the derived defaults written in: batch size, learning rate and image size from the
+        data set's preset (lab/presets/ddpm.toml), the native size for image sets it leaves open."""
+        filled = fill_unset(self, "ddpm", self.data)
+        if self.data not in TOY_DATASETS and filled.image_size is None:
+            filled = dataclasses.replace(filled, image_size=NATIVE_SHAPE[self.data][-1])
+        return filled
 
     @property
     def batch(self) -> int:
-        return self.batch_size or (256 if self.data in TOY_DATASETS else 64)
+        return self.resolved().batch_size
 
     @property
     def learning_rate(self) -> float:
-        return self.lr or (2e-3 if self.data in TOY_DATASETS else 1e-3)
+        return self.resolved().lr
 
     @property
     def resolution(self) -> int:
         """The training image size in pixels a side."""
-        if self.image_size is not None:
-            return self.image_size
-        return 16 if self.data == "digits" else NATIVE_SHAPE[self.data][-1]
+        return self.resolved().image_size
 
 
 @dataclass(frozen=True)
