@@ -108,6 +108,14 @@ def test_image_pipelines_sample_images_in_the_unit_range_and_save_a_grid(tmp_pat
     assert grid.exists() and grid.suffix == ".png"
 
 
+def test_a_pixelcnn_pipeline_samples_pixel_by_pixel_reproducibly(tmp_path):
+    run = lab.train("pixelcnn", channels=8, layers=2, batch_size=16, total_steps=2, run_dir=tmp_path / "px", **FAST)
+    pipe = lab.load(run.path)
+    images = pipe(n=3, seed=1)
+    assert images.shape == (3, 1, 8, 8) and torch.equal(images, pipe(n=3, seed=1))
+    assert set((images * 16).round().unique().tolist()) <= set(range(17))    # the data's 17 gray levels
+
+
 def test_a_vae_pipeline_encodes_decodes_and_reconstructs(tmp_path):
     run = lab.train("vae", total_steps=5, run_dir=tmp_path / "vae", **FAST)
     pipe = lab.load(run.path)
