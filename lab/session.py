@@ -32,23 +32,10 @@ def resolve(config: Any) -> Any:
 
 
 def train(algo: str, config: Any, options: RunOptions) -> tuple[int, Path | None]:
-    """Build the algorithm (bad input fails before any folder exists), create the run folder, train."""
-    _, module = registry.get(algo)
-    config = resolve(config)
-    runtime = Runtime(options)
-    run = None
-    try:
-        algorithm = module.Algorithm(config, runtime)
-        if runtime.is_main:
-            path = options.run_dir or RunDir.default_path(options.runs_dir, algo, run_label(config), options.seed)
-            run = RunDir.create(path, {"algo": algo, "config": to_dict(config), "options": to_dict(options)})
-        status = Trainer(algo, config, options, runtime, algorithm, run).fit()
-        return status, run.path if run else None
-    finally:
-        _close(locals().get("algorithm"))
-        if run is not None:
-            run.unlock()
-        runtime.close()
+    """Build the algorithm (bad input fails before any folder exists), create the run folder, train.
+    Returns the exit status and the run folder (None on ranks other than 0)."""
+    status, trainer = _train(algo, config, options, with_folder=True)
+    return status, trainer.run.path if trainer.run else None
 
 
 def train_in_memory(algo: str, config: Any, options: RunOptions = RunOptions(device="cpu"), *,
@@ -59,18 +46,27 @@ def train_in_memory(algo: str, config: Any, options: RunOptions = RunOptions(dev
     Returns the trainer: ``.algorithm`` (its envs closed), ``.history`` of evaluations, ``.step``,
     ``.stopped_early`` and ``.train_seconds`` (evaluation time excluded).
     """
+    return _train(algo, config, options, with_folder=False, eval_options=eval_options, stop_when=stop_when)[1]
+
+
+def _train(algo: str, config: Any, options: RunOptions, *, with_folder: bool, eval_options: Any = None,
+           stop_when: EvalCallback | None = None) -> tuple[int, Trainer]:
     _, module = registry.get(algo)
     config = resolve(config)
     runtime = Runtime(options)
-    algorithm = None
+    algorithm = run = None
     try:
         algorithm = module.Algorithm(config, runtime)
-        trainer = Trainer(algo, config, options, runtime, algorithm, None,
-                          eval_options=eval_options, on_evaluate=stop_when)
-        trainer.fit()
-        return trainer
+        if with_folder and runtime.is_main:
+            path = options.run_dir or RunDir.default_path(options.runs_dir, algo, run_label(config), options.seed)
+            run = RunDir.create(path, {"algo": algo, "config": to_dict(config), "options": to_dict(options)})
+        trainer = Trainer(algo, config, options, runtime, algorithm, run, eval_options=eval_options,
+                          on_evaluate=stop_when)
+        return trainer.fit(), trainer
     finally:
         _close(algorithm)
+        if run is not None:
+            run.unlock()
         runtime.close()
 
 
