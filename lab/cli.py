@@ -251,8 +251,10 @@ def cmd_bench(argv: list[str]) -> int:
         return 0 if argv else 2
     if argv[0] not in names:
         raise LabError(f"unknown benchmark {argv[0]!r}; known: {', '.join(names) or 'none yet'}.")
+    if str(bench_dir.parent) not in sys.path:      # benchmarks import each other as bench.<name>
+        sys.path.insert(0, str(bench_dir.parent))
     path = bench_dir / (argv[0].replace("-", "_") + ".py")
-    spec = importlib.util.spec_from_file_location(f"bench_{path.stem}", path)
+    spec = importlib.util.spec_from_file_location(f"bench.{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module          # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from lab.config import from_dict, to_dict
+from conftest import ROOT
 from lab.toy import Config
 
 
@@ -78,3 +79,14 @@ def test_list_shows_algorithms(lab):
 def test_config_round_trips_through_json():
     config = Config(dim=3, lr=0.2)
     assert from_dict(Config, json.loads(json.dumps(to_dict(config)))) == config
+
+
+BENCHES = sorted(p.stem.replace("_", "-") for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))
+
+
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_benchmark_loads_from_any_folder_and_documents_its_flags(lab, tmp_path, name):
+    result = lab("bench", name, "--help", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output[-2000:]
+    assert (result.returncode == 0 and "usage" in output.lower()) or "not installed" in output, output[-2000:]
