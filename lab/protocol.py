@@ -17,6 +17,9 @@ class Algorithm(Protocol):
     best_metric: ClassVar[tuple[str, str] | None]
     """(metric key, "max" or "min") that decides checkpoints/best.pt, or None for no best.pt."""
 
+    # optional: ``learning_from: int``, the step of the first update (DQN's learning starts); the
+    # trainer warns when a run ends before it.
+
     def train_step(self, step: int) -> dict[str, Any]:
         """One unit of work (an env step batch + update, or one optimizer step); returns metrics.
         Values may be floats or 0-d tensors (left on the device: the trainer syncs only when it logs)."""

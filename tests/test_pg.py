@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lab.errors import LabError
+from lab.logger import read_metrics
 from rl.pg.losses import policy_gradient_loss
 from rl.pg.policies import ActorCritic, CategoricalHead, GaussianHead, check_action_space
 from rl.pg.returns import discounted_returns, episode_returns, gae
@@ -159,10 +160,13 @@ def test_bad_flag_value(lab, tmp_path):
     assert "--gae-lambda" in line
 
 
-@pytest.mark.parametrize("algo", ["reinforce", "actor-critic", "a2c"])
+@pytest.mark.parametrize("algo", ["reinforce", "actor-critic", "a2c", "ppo"])
 def test_train_eval_video_resume(lab, tmp_path, algo):
     run = tmp_path / algo
-    assert lab("train", algo, "--total-steps", "1024", "--eval-every", "1024", "--run-dir", run).returncode == 0
+    result = lab("train", algo, "--total-steps", "1024", "--eval-every", "1024", "--eval-episodes", "3", "--run-dir", run)
+    assert result.returncode == 0, result.stderr
+    evaluations = [row for row in read_metrics(run / "metrics.jsonl") if "eval/episodes" in row]
+    assert [row["eval/episodes"] for row in evaluations] == [3]
     result = lab("eval", run, "--episodes", "2", "--video")
     assert result.returncode == 0, result.stderr
     assert list((run / "videos").glob("episode*")), list(run.rglob("*"))

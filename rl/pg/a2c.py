@@ -62,9 +62,11 @@ class Config:
     """Initial log standard deviation of Gaussian policies."""
     total_steps: int = 500_000
     """Environment steps to train for, summed over all envs (Atari: agent steps, 4 frames each)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
 
     def __post_init__(self):
-        positive(self, "num_envs", "n_steps", "lr", "total_steps")
+        positive(self, "num_envs", "n_steps", "lr", "total_steps", "eval_episodes")
         non_negative(self, "vf_coef", "ent_coef", "max_grad_norm")
         in_range(self, "gamma", 0.0, 1.0)
         in_range(self, "gae_lambda", 0.0, 1.0)

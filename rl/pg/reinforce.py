@@ -62,9 +62,11 @@ class Config:
     """Initial log standard deviation of Gaussian policies."""
     total_steps: int = 300_000
     """Environment steps to train for, summed over all envs."""
+    eval_episodes: int = 10
+    """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
 
     def __post_init__(self):
-        positive(self, "num_envs", "rollout_steps", "lr", "value_lr", "total_steps")
+        positive(self, "num_envs", "rollout_steps", "lr", "value_lr", "total_steps", "eval_episodes")
         non_negative(self, "max_grad_norm")
         in_range(self, "gamma", 0.0, 1.0)
         one_of(self, "weighting", ["episode-return", "reward-to-go", "reward-to-go-baseline"])
