@@ -19,7 +19,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, Optional, TypeVar
+from typing import Annotated, Generic, Literal, Optional, TypeVar
 
 import tyro
 
@@ -140,29 +140,47 @@ def _run_dir_argument(argv: list[str]) -> Path | None:
     return None
 
 
-def _run_command(argv: list[str], verb: str, options_attr: str, doc: str):
-    """Parse ``lab eval|sample RUN_DIR [--checkpoint] [--device] [algorithm options]``."""
+def _algorithm_of(argv: list[str], verb: str) -> str | None:
+    """The algorithm whose options ``lab eval|sample`` takes: the run folder's, or under --help an
+    algorithm named instead of a run folder (``lab eval --help dqn``); None for --help alone."""
     run_dir = _run_dir_argument(argv)
-    options_cls = None
-    if run_dir is not None:
-        from lab.rundir import RunDir
-        saved = RunDir.open(run_dir).read_config()
-        _, module = registry.get(saved.get("algo", "?"))
-        options_cls = getattr(module, options_attr, None)
-    elif not any(a in ("-h", "--help") for a in argv):
+    if any(a in ("-h", "--help") for a in argv) and not (run_dir and (run_dir / "config.json").is_file()):
+        if run_dir is None:
+            return None
+        registry.get(str(run_dir))          # an unknown name is one line naming the known ones
+        return str(run_dir)
+    if run_dir is None:
         raise LabError(f"lab {verb} needs a run folder: lab {verb} RUN_DIR [options].")
+    from lab.rundir import RunDir
+    return RunDir.open(run_dir).read_config().get("algo", "?")
+
+
+def _algorithms_with(options_attr: str) -> list[str]:
+    return [name for name in registry.ALGORITHMS if hasattr(registry.get(name)[1], options_attr)]
+
+
+def _run_command(argv: list[str], verb: str, options_attr: str, doc: str):
+    """Parse ``lab eval|sample RUN_DIR [--checkpoint] [--device] [--json] [algorithm options]``."""
+    algo = _algorithm_of(argv, verb)
+    options_cls = None if algo is None else getattr(registry.get(algo)[1], options_attr, None)
     fields = [
-        ("run_dir", tyro.conf.Positional[Path], field(metadata={"doc": "The run folder."})),
-        ("checkpoint", str, field(default="best")),
-        ("device", Device, field(default=None)),
-        ("json", bool, field(default=False)),
+        ("run_dir", tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="RUN_DIR", help="The run folder.")]],
+         field()),
+        ("checkpoint", Annotated[str, tyro.conf.arg(help="best, last or a checkpoint's path.")],
+         field(default="best")),
+        ("device", Annotated[Device, tyro.conf.arg(help="Run on this device instead of the saved one.")],
+         field(default=None)),
+        ("json", Annotated[bool, tyro.conf.arg(help="Print the results as JSON.")], field(default=False)),
     ]
+    description = doc
     if options_cls is not None:
-        fields.append(("options", options_cls, field(default_factory=options_cls)))
+        fields.append((algo.replace("-", "_"), options_cls, field(default_factory=options_cls)))
+    else:
+        description = (f"{doc}\n\nEach algorithm adds its own options: lab {verb} --help ALGO lists them, for ALGO "
+                       f"one of {', '.join(_algorithms_with(options_attr))}.")
     command = dataclasses.make_dataclass(f"{verb.title()}Command", fields, frozen=True)
-    command.__doc__ = doc + "\n\n--checkpoint: best, last or a path; --device overrides the saved one; --json prints JSON."
-    args = tyro.cli(command, args=argv, prog=f"lab {verb}", config=_TYRO)
-    return args, getattr(args, "options", None)
+    args = tyro.cli(command, args=argv, prog=f"lab {verb}", description=description, config=_TYRO)
+    return args, None if options_cls is None else getattr(args, algo.replace("-", "_"))
 
 
 def cmd_eval(argv: list[str]) -> int:

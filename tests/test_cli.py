@@ -24,6 +24,20 @@ def test_help_documents_every_field(lab):
     assert lab("--help").returncode == 0
 
 
+@pytest.mark.parametrize("verb, algo, flags", [
+    ("eval", "dqn", ["--episodes", "--epsilon"]),
+    ("sample", "ddpm", ["--n INT", "--sampler {ddpm,ddim}"]),
+])
+def test_eval_and_sample_help_show_each_algorithms_options(lab, verb, algo, flags):
+    general = lab(verb, "--help")
+    assert general.returncode == 0 and f"lab {verb} --help ALGO" in general.stdout and algo in general.stdout
+    specific = lab(verb, "--help", algo)
+    assert specific.returncode == 0 and f"{algo} options" in specific.stdout
+    assert "options options" not in specific.stdout
+    for flag in flags:
+        assert flag in specific.stdout
+
+
 @pytest.mark.parametrize("args, words", [
     (["train", "tyo"], ["unknown algorithm", "toy"]),
     (["train", "toy", "--lr", "-0.1"], ["--lr", "-0.1"]),
