@@ -1,5 +1,7 @@
 """The `lab` command: help, listing, and one clear sentence for every kind of bad input."""
 import json
+import sys
+import types
 
 import pytest
 
@@ -72,6 +74,27 @@ def test_corrupt_checkpoint_and_conflicting_resume(tmp_path, lab):
     assert_one_line_error(lab("eval", run, "--checkpoint", "last"), "corrupt")
     (run / "config.json").write_text("{ torn")
     assert_one_line_error(lab("eval", run), "corrupt")
+
+
+def test_one_tensorboard_events_writer_per_run_not_per_command(tmp_path, lab, monkeypatch):
+    writers = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir, **kwargs):
+            writers.append(log_dir)
+
+        def add_scalar(self, *args):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    run = tmp_path / "run"
+    assert lab("train", "toy", "--total-steps", 20, "--device", "cpu", "--run-dir", run).returncode == 0
+    for _ in range(2):
+        assert lab("eval", run).returncode == 0
+    assert writers == [str(run)]
 
 
 def test_eval_appends_to_metrics(tmp_path, lab):

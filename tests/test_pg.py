@@ -8,6 +8,9 @@ import torch
 
 from lab.errors import LabError
 from lab.logger import read_metrics
+from lab.runtime import RunOptions
+from lab.session import train_in_memory
+from rl.pg import reinforce
 from rl.pg.losses import policy_gradient_loss
 from rl.pg.policies import ActorCritic, CategoricalHead, GaussianHead, check_action_space
 from rl.pg.returns import discounted_returns, episode_returns, gae
@@ -158,6 +161,12 @@ def test_observation_space_the_network_cannot_take(lab, tmp_path):
 def test_bad_flag_value(lab, tmp_path):
     line = _one_line_error(lab("train", "a2c", "--gae-lambda", "1.5", "--run-dir", tmp_path / "run"))
     assert "--gae-lambda" in line
+
+
+def test_reinforce_stops_at_its_budget():
+    config = reinforce.Config(num_envs=4, rollout_steps=128, total_steps=1_000)   # 1,000 = 512 + 488
+    trainer = train_in_memory("reinforce", config, RunOptions(device="cpu", eval_every=1_000, log_every=1_000))
+    assert trainer.step == 1_000
 
 
 @pytest.mark.parametrize("algo", ["reinforce", "actor-critic", "a2c", "ppo"])

@@ -101,11 +101,11 @@ class Algorithm(RolloutAgent):
         self.running = {"obs": [[] for _ in range(n)], "actions": [[] for _ in range(n)],
                         "rewards": [[] for _ in range(n)]}
 
-    def _play(self) -> tuple[list[dict], list]:
-        """Play rollout_steps steps in every env; the whole episodes that ended, and their logged stats."""
+    def _play(self, steps: int) -> tuple[list[dict], list]:
+        """Play ``steps`` steps in every env; the whole episodes that ended, and their logged stats."""
         device, space = self.rt.device, self.envs.single_action_space
         complete, stats = [], []
-        for _ in range(self.config.rollout_steps):
+        for _ in range(steps):
             obs_t = to_tensor(self.obs, device)
             with torch.no_grad():
                 action = self.net.act(obs_t)
@@ -124,7 +124,9 @@ class Algorithm(RolloutAgent):
 
     def train_step(self, step: int) -> dict:
         cfg, device = self.config, self.rt.device
-        episodes, stats = self._play()
+        steps = min(cfg.rollout_steps, -(-(cfg.total_steps - step) // cfg.num_envs))   # the last one stops at the budget
+        self.step_size = cfg.num_envs * steps
+        episodes, stats = self._play(steps)
         metrics = episode_metrics(stats)
         if not episodes:
             return metrics
