@@ -10,6 +10,8 @@ from typing import Annotated, Optional, TypeVar
 
 import tyro
 
+from lab.cli import parse_flags
+
 O = TypeVar("O")
 
 ResultsPath = Annotated[Optional[Path], tyro.conf.arg(
@@ -19,7 +21,7 @@ ResultsPath = Annotated[Optional[Path], tyro.conf.arg(
 
 def parse(options_cls: type[O], argv: list[str] | None, name: str) -> O:
     """The benchmark's options from its command line (``lab bench NAME --help`` documents them)."""
-    return tyro.cli(options_cls, args=list(argv or []), prog=f"lab bench {name}", config=(tyro.conf.OmitArgPrefixes,))
+    return parse_flags(options_cls, list(argv or []), f"lab bench {name}", config=(tyro.conf.OmitArgPrefixes,))
 
 
 def results_path(out: Path | None, name: str) -> Path:

@@ -12,9 +12,11 @@ so the help text, the saved config and the code can never disagree.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import io
 import os
 import sys
 from dataclasses import dataclass, field
@@ -75,6 +77,28 @@ class PlotCommand:
     """Across seeds: mean ± std, mean with a 95% bootstrap interval, or the interquartile mean with one (rliable)."""
 
 
+def parse_flags(command: type[C], args: list[str], prog: str, **tyro_options) -> C:
+    """``tyro.cli`` whose refusal of a flag (an unknown flag, a value that is not one of the choices) is the
+    lab's one line ``lab: error: ...`` instead of tyro's box; help and every other output are tyro's."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            parsed = tyro.cli(command, args=args, prog=prog, **tyro_options)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise LabError(_one_line(captured.getvalue(), prog)) from None
+        raise
+    sys.stderr.write(captured.getvalue())
+    return parsed
+
+
+def _one_line(box: str, prog: str) -> str:
+    """tyro's error box (a title, the message, a hint to run --help) as one sentence."""
+    lines = [line.strip(" │╭╮╰╯─-") for line in box.splitlines()[1:]]
+    message = " ".join(line for line in lines if line and not line.startswith("For full helptext"))
+    return f"{' '.join(message.split())} (`{prog} --help` lists the flags)"
+
+
 def _load(target: str):
     module, _, attr = target.partition(":")
     try:
@@ -98,7 +122,7 @@ def cmd_train(argv: list[str]) -> int:
     config, options = base_config(name, module, preset, None if config_file is None else Path(config_file))
     default = TrainCommand(algo=config, run=options, preset=preset,
                            config=None if config_file is None else Path(config_file))
-    parsed = tyro.cli(TrainCommand[module.Config], args=rest, prog=f"lab train {name}", default=default,
+    parsed = parse_flags(TrainCommand[module.Config], rest, f"lab train {name}", default=default,
                       description=(module.Config.__doc__ or spec.summary), config=_TYRO)
     from lab.session import train
     status, path = train(name, parsed.algo, parsed.run)
@@ -125,7 +149,7 @@ def cmd_resume(argv: list[str]) -> int:
     if extra:
         raise LabError(f"lab resume takes only --total-steps and --device; a run's other settings are fixed "
                        f"in its config.json (got {extra[0]}). Start a new run to change them.")
-    args = tyro.cli(ResumeCommand, args=argv, prog="lab resume")
+    args = parse_flags(ResumeCommand, argv, "lab resume")
     from lab.session import resume
     return resume(args.run_dir, args.total_steps, args.device)
 
@@ -179,7 +203,7 @@ def _run_command(argv: list[str], verb: str, options_attr: str, doc: str):
         description = (f"{doc}\n\nEach algorithm adds its own options: lab {verb} --help ALGO lists them, for ALGO "
                        f"one of {', '.join(_algorithms_with(options_attr))}.")
     command = dataclasses.make_dataclass(f"{verb.title()}Command", fields, frozen=True)
-    args = tyro.cli(command, args=argv, prog=f"lab {verb}", description=description, config=_TYRO)
+    args = parse_flags(command, argv, f"lab {verb}", description=description, config=_TYRO)
     return args, None if options_cls is None else getattr(args, algo.replace("-", "_"))
 
 
@@ -215,7 +239,7 @@ def cmd_sample(argv: list[str]) -> int:
 
 
 def cmd_plot(argv: list[str]) -> int:
-    args = tyro.cli(PlotCommand, args=argv, prog="lab plot")
+    args = parse_flags(PlotCommand, argv, "lab plot")
     if not args.run_dirs:
         raise LabError("lab plot needs at least one run folder.")
     from lab.plot import plot_runs

@@ -193,7 +193,8 @@ class Trainer:
     def _evaluation_affordable(self, step: int, elapsed: float, logger: Logger) -> bool:
         """With the automatic cadence (``--eval-every 0``) an evaluation before the last step is skipped
         while evaluating has taken longer than training so far (short runs of slow games); the evaluation
-        at the end always runs. Every process of a torchrun job takes rank 0's view of it (a collective)."""
+        at the end always runs. The processes of a torchrun job agree (a collective: one that can afford
+        it is enough)."""
         if self.options.eval_every or step >= self.total_steps:
             return True
         affordable = self.eval_seconds <= elapsed - self.eval_seconds

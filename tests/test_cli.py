@@ -48,6 +48,9 @@ def test_eval_and_sample_help_show_each_algorithms_options(lab, verb, algo, flag
     (["resume", "no/such/run"], ["no run folder"]),
     (["eval", "no/such/run"], ["no run folder"]),
     (["frobnicate"], ["unknown command"]),
+    (["train", "toy", "--no-such-flag", "1"], ["Unrecognized options", "--no-such-flag"]),
+    (["train", "a2c", "--optimizer", "sgd"], ["invalid choice 'sgd'", "--optimizer", "rmsprop"]),
+    (["solve", "--backend", "gpu"], ["invalid choice 'gpu'", "--backend"]),
     (["list", "planets"], ["lab list takes"]),
 ])
 def test_bad_input_gives_one_sentence(lab, tmp_path, args, words):

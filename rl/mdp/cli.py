@@ -23,6 +23,7 @@ import tyro
 
 from envs.gridworld import corridor, make_gridworld
 from envs.tabular import TabularMDP, random_mdp
+from lab.cli import parse_flags
 from lab.config import in_range, one_of, positive, require, to_dict
 from lab.rundir import RunDir
 from rl.mdp.backends import BACKENDS, Backend
@@ -227,7 +228,7 @@ def run_sweep(cmd: SolveCommand) -> int:
 
 
 def main(argv: list[str]) -> int:
-    cmd = tyro.cli(SolveCommand, args=list(argv), prog="lab solve", description=__doc__.split("\n\n")[0],
-                   config=(tyro.conf.OmitArgPrefixes,))
+    cmd = parse_flags(SolveCommand, list(argv), "lab solve", description=__doc__.split("\n\n")[0],
+                      config=(tyro.conf.OmitArgPrefixes,))
     return run_sweep(cmd) if cmd.sweep_living_reward else run_single(cmd)
 
