@@ -12,7 +12,7 @@ linear schedule over T = 1,000. Training alternates chunks of ours and theirs in
 machine's load hits both alike; throughputs are medians over chunks. Sampling uses the EMA weights.
 FID is the digits-classifier FID of ``generative.metrics.score_images`` (lower is better).
 
-Writes bench/results/ddpm.json.
+Writes runs/bench/ddpm-<time>.json, or --out (bench/results/ddpm.json holds the committed one).
 """
 from __future__ import annotations
 

@@ -17,7 +17,8 @@
    buffer against SB3's buffers (measured on allocated arrays and scaled) and a naive one.
 
 Speeds are reported from wall-clock time and from process CPU time (both are single-threaded here:
-the CPU-time ratio is the fairer one on a machine shared with other jobs). Writes bench/results/dqn.json.
+the CPU-time ratio is the fairer one on a machine shared with other jobs). Writes runs/bench/dqn-<time>.json,
+or --out (bench/results/dqn.json holds the committed one).
 """
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ levels of sklearn's digits. Figures are nats per image and bits per dimension:
     GAN        no likelihood: its samples only
 
 Context rows: independent pixels (each pixel's histogram on the training split). Writes
-bench/results/likelihood.json and bench/results/likelihood-samples.png (every model's samples side by side).
+runs/bench/likelihood-<time>.json and its -samples.png (every model's samples side by side), or --out
+(bench/results/likelihood.json and likelihood-samples.png hold the committed ones).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ Each run is the Algorithm of ``lab train vae`` driven here without run folders, 
 (``evaluate(EvalOptions(k=...))``). There is no peer implementation to run beside it; the context rows
 are computed in the same process on the same binarized test split: a model of independent pixels (the
 per-pixel training mean) and the binarization-noise floor E Σ_i H(gray_i), below which no model's
-expected -log p(x) can go. Writes bench/results/vae.json.
+expected -log p(x) can go. Writes runs/bench/vae-<time>.json, or --out (bench/results/vae.json holds the committed one).
 """
 from __future__ import annotations
 
