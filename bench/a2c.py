@@ -13,20 +13,20 @@ Stable-Baselines3 is a benchmark-only peer: pip install stable-baselines3.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions, Runtime
 from rl.evaluation import run_episodes
 from rl.pg import a2c
 from rl.pg.common import EvalOptions
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SOLVED = 475.0
 EVAL_EPISODES = 20
 EVAL_SEED_OFFSET = 10_000   # the seed our Algorithm.evaluate plays its evaluation episodes with
@@ -195,18 +195,29 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Options:
+    """The lab's A2C against Stable-Baselines3's: throughput on CartPole and Breakout, steps to solve CartPole."""
+
+    cartpole_steps: int = 20_000
+    """CartPole steps per throughput run."""
+    repeats: int = 3
+    """Interleaved throughput repeats (the median is reported)."""
+    seeds: int = 3
+    """Seeds of the steps-to-475 runs."""
+    max_steps: int = 200_000
+    """Give up solving CartPole after this many steps."""
+    eval_every: int = 10_000
+    """Steps between the greedy evaluations that decide when CartPole is solved."""
+    atari_steps: int = 2_000
+    """Breakout steps per throughput run (the issue's full size is 100,000; 0 skips Atari)."""
+    atari_repeats: int = 1
+    """Breakout throughput repeats."""
+    out: ResultsPath = None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab bench a2c", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cartpole-steps", type=int, default=20_000, help="steps per throughput run")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved throughput repeats (median)")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds for steps-to-475")
-    parser.add_argument("--max-steps", type=int, default=200_000, help="give up on solving after this many steps")
-    parser.add_argument("--eval-every", type=int, default=10_000)
-    parser.add_argument("--atari-steps", type=int, default=2_000,
-                        help="Breakout steps per throughput run (the issue's full size is 100000; 0 skips Atari)")
-    parser.add_argument("--atari-repeats", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=RESULTS / "a2c.json")
-    args = parser.parse_args(argv)
+    args = parse(Options, argv, "a2c")
     try:
         import stable_baselines3
     except ImportError:
@@ -223,9 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ALE/Breakout-v5 throughput ({args.atari_steps} steps, reduced for a CPU)", flush=True)
         result["breakout_throughput"] = throughput("ALE/Breakout-v5", args.atari_steps, args.atari_repeats)
     print(report(result))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=float))
-    print(f"wrote {args.out}")
+    out = results_path(args.out, "a2c")
+    out.write_text(json.dumps(result, indent=2, default=float))
+    print(f"wrote {out}")
     return 0
 
 

@@ -12,15 +12,16 @@ linear schedule over T = 1,000. Training alternates chunks of ours and theirs in
 machine's load hits both alike; throughputs are medians over chunks. Sampling uses the EMA weights.
 FID is the digits-classifier FID of ``generative.metrics.score_images`` (lower is better).
 
-Writes bench/results/ddpm.json.
+Writes runs/bench/ddpm-<time>.json, or --out (bench/results/ddpm.json holds the committed one).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import time
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,29 +30,43 @@ import torch.nn.functional as F
 from generative.data import BatchIterator, load_images
 from generative.diffusion.algo import Algorithm, Config
 from generative.metrics import score_images
+from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions, Runtime
 
 SIZE = 16
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(prog="lab bench ddpm", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default 300)")
-    p.add_argument("--batch", type=int, default=64, help="training batch (default 64)")
-    p.add_argument("--width", type=int, default=16, help="U-Net base width (default 16)")
-    p.add_argument("--fid-samples", type=int, default=500, help="DDIM-50 samples per model for FID (default 500)")
-    p.add_argument("--speed-samples", type=int, default=32,
-                   help="samples per model for the 1,000-step ancestral throughput (default 32)")
-    p.add_argument("--ddpm-fid", action="store_true", help="also the FID of --fid-samples 1,000-step ancestral samples")
-    p.add_argument("--guided", action="store_true",
-                   help="also train our conditional model and classify guided samples (w = 3)")
-    p.add_argument("--chunks", type=int, default=10, help="alternating training chunks (default 10)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--full", action="store_true", help="the issue's size: --steps 3000 --fid-samples 1000 --ddpm-fid --guided")
-    p.add_argument("--out", type=Path, default=Path("bench/results/ddpm.json"))
-    args = p.parse_args(argv)
+@dataclass(frozen=True)
+class Options:
+    """The lab's DDPM against diffusers' on the same digits: training and sampling speed, FID."""
+
+    steps: int = 300
+    """Optimizer steps per model."""
+    batch: int = 64
+    """Training batch."""
+    width: int = 16
+    """U-Net base width."""
+    fid_samples: int = 500
+    """DDIM-50 samples per model for the FID."""
+    speed_samples: int = 32
+    """Samples per model for the 1,000-step ancestral throughput."""
+    ddpm_fid: bool = False
+    """Also the FID of --fid-samples 1,000-step ancestral samples."""
+    guided: bool = False
+    """Also train our conditional model and classify guided samples (w = 3)."""
+    chunks: int = 10
+    """Alternating training chunks (the two models train in turn)."""
+    seed: int = 0
+    """Seed of both models and of the samples."""
+    full: bool = False
+    """The issue's size: --steps 3000 --fid-samples 1000 --ddpm-fid --guided."""
+    out: ResultsPath = None
+
+
+def parse_options(argv) -> Options:
+    args = parse(Options, argv, "ddpm")
     if args.full:
-        args.steps, args.fid_samples, args.ddpm_fid, args.guided = max(args.steps, 3000), 1000, True, True
+        args = dataclasses.replace(args, steps=max(args.steps, 3000), fid_samples=1000, ddpm_fid=True, guided=True)
     return args
 
 
@@ -137,13 +152,13 @@ def train_side_by_side(ours: Algorithm, theirs: Diffusers, args) -> dict:
 
 
 def main(argv=None) -> int:
+    args = parse_options(argv)
     try:
         import diffusers  # noqa: F401
     except ImportError:
         print("bench/ddpm.py compares against Hugging Face diffusers, which is not installed here: "
               "pip install diffusers (benchmark only; the lab does not need it).")
         return 1
-    args = parse(argv)
     torch.manual_seed(args.seed)
     ours = ours_model(args)
     theirs = Diffusers(args.width, args.batch, args.steps, args.seed, ours._lr_factor)
@@ -186,9 +201,9 @@ def main(argv=None) -> int:
                                             f"{torch.get_num_threads()} torch threads"}
     results["sizes"] = sizes
     print(table(results))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
+    out = results_path(args.out, "ddpm")
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
     return 0
 
 

@@ -17,20 +17,21 @@
    buffer against SB3's buffers (measured on allocated arrays and scaled) and a naive one.
 
 Speeds are reported from wall-clock time and from process CPU time (both are single-threaded here:
-the CPU-time ratio is the fairer one on a machine shared with other jobs). Writes bench/results/dqn.json.
+the CPU-time ratio is the fairer one on a machine shared with other jobs). Writes runs/bench/dqn-<time>.json,
+or --out (bench/results/dqn.json holds the committed one).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions, Runtime
 from rl.dqn.algo import Algorithm, Config, EvalOptions
 from rl.dqn.replay import ReplayBuffer
@@ -39,18 +40,25 @@ from rl.evaluation import run_episodes
 SOLVED = 475.0
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(prog="lab bench dqn", description=__doc__.split("\n\n")[0])
-    p.add_argument("--seeds", type=int, default=3, help="CartPole seeds per implementation (default 3)")
-    p.add_argument("--cartpole-steps", type=int, default=50_000, help="CartPole step budget (default 50,000)")
-    p.add_argument("--pong-steps", type=int, default=1_000,
-                   help="Pong steps timed after learning starts (default 1,000 on CPU; full: 50,000)")
-    p.add_argument("--pong-learning-starts", type=int, default=1_000, help="random Pong steps first (default 1,000)")
-    p.add_argument("--pong-buffer", type=int, default=10_000, help="Pong replay capacity (default 10,000)")
-    p.add_argument("--skip-pong", action="store_true", help="only CartPole and memory")
-    p.add_argument("--device", default="cpu", help="torch device for both (default cpu)")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dqn.json")
-    return p.parse_args(argv)
+@dataclass(frozen=True)
+class Options:
+    """The lab's DQN against Stable-Baselines3's: CartPole returns and speed, Pong speed, replay memory."""
+
+    seeds: int = 3
+    """CartPole seeds per implementation."""
+    cartpole_steps: int = 50_000
+    """CartPole step budget."""
+    pong_steps: int = 1_000
+    """Pong steps timed after learning starts (1,000 suits a CPU; the full size is 50,000)."""
+    pong_learning_starts: int = 1_000
+    """Random Pong steps before learning starts."""
+    pong_buffer: int = 10_000
+    """Pong replay capacity."""
+    skip_pong: bool = False
+    """Only CartPole and the memory measurement."""
+    device: str = "cpu"
+    """Torch device of both implementations."""
+    out: ResultsPath = None
 
 
 class Clock:
@@ -219,7 +227,7 @@ def rate(rows: list[dict], key: str) -> float:
 
 
 def main(argv=None) -> int:
-    args = parse(argv or [])
+    args = parse(Options, argv, "dqn")
     torch.set_num_threads(1)
     try:
         import stable_baselines3
@@ -277,7 +285,7 @@ def main(argv=None) -> int:
           f"| Replay bytes per Atari transition | {memory['ours']:,.0f} | n/a | naive {memory['naive']:,} |")
     print(f"| 1M Atari transitions | {memory['ours'] * 1e6 / 1e9:.2f} GB | "
           f"{(sb3_bytes or memory['naive']) * 1e6 / 1e9:.2f} GB | |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {args.out}")
+    out = results_path(args.out, "dqn")
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out}")
     return 0

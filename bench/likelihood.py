@@ -18,20 +18,23 @@ levels of sklearn's digits. Figures are nats per image and bits per dimension:
     GAN        no likelihood: its samples only
 
 Context rows: independent pixels (each pixel's histogram on the training split). Writes
-bench/results/likelihood.json and bench/results/likelihood-samples.png (every model's samples side by side).
+runs/bench/likelihood-<time>.json and its -samples.png (every model's samples side by side), or --out
+(bench/results/likelihood.json and likelihood-samples.png hold the committed ones).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from generative.data import is_available, load_images
 from generative.likelihood import LIKELIHOODS, bits_per_dim, require_likelihood
+from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions
 from lab.session import train_in_memory
 
@@ -41,7 +44,6 @@ Neural Networks", Table 4; the figure Papers with Code lists for arXiv:1601.0675
 BURDA_VAE_MNIST = 86.76
 """VAE with one stochastic layer, k = 1, on binarized MNIST, nats (Burda et al., 2016, Table 1), as
 bench/vae.py quotes it (not re-checked against the paper here)."""
-RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("binarized", "17 levels")
 
 
@@ -125,16 +127,27 @@ def sample_figure(panels: dict, path: Path) -> None:
     plt.close(figure)
 
 
+@dataclass(frozen=True)
+class Options:
+    """Test-set -log p(x) of every model with a likelihood on the same discretized digits, and samples."""
+
+    steps: int = 2000
+    """Optimizer steps of every model."""
+    gan_steps: int = 1500
+    """Steps of the GAN (samples only; 0: no GAN)."""
+    k: int = 1000
+    """Importance samples per test image (VAE)."""
+    models: tuple[str, ...] = tuple(LIKELIHOODS)
+    """Models to score, among those with a likelihood: pixelcnn, vae, ddpm."""
+    seed: int = 0
+    """Seed of every model."""
+    data_dir: Optional[Path] = None
+    """Folder with the MNIST IDX files (the binarized-MNIST part runs only with them)."""
+    out: ResultsPath = None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab bench likelihood", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps of every model")
-    parser.add_argument("--gan-steps", type=int, default=1500, help="steps of the GAN (samples only; 0: no GAN)")
-    parser.add_argument("--k", type=int, default=1000, help="importance samples per test image (VAE)")
-    parser.add_argument("--models", nargs="+", default=list(LIKELIHOODS), help="models with a likelihood to score")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data-dir", type=Path, default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--out", type=Path, default=RESULTS / "likelihood.json")
-    args = parser.parse_args(argv)
+    args = parse(Options, argv, "likelihood")
     for algo in args.models:
         require_likelihood(algo)
 
@@ -170,11 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     report["mnist"] = _mnist(args)
     report["loadavg_end"] = _loadavg()
     print_table(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    figure = args.out.with_name(args.out.stem + "-samples.png")
+    out = results_path(args.out, "likelihood")
+    figure = out.with_name(out.stem + "-samples.png")
     sample_figure(panels, figure)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.out} and {figure}")
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out} and {figure}")
     return 0
 
 

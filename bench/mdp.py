@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results" / "mdp.json"
+from lab.benchmark import ResultsPath, parse, results_path
+
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,7 @@ class Options:
     """Timed repeats per solve in part 1 (the median is reported)."""
     peer: bool = True
     """Run pymdptoolbox next to the lab."""
-    out: Path = RESULTS
-    """Where to write the JSON results."""
+    out: ResultsPath = None
 
 
 class CopyProbe:
@@ -180,9 +180,8 @@ def _format_row2(r: dict) -> str:
 def main(argv: list[str]) -> int:
     import warnings
 
-    import tyro
     warnings.filterwarnings("ignore", module="mdptoolbox")   # its SparseEfficiencyWarning on every solve
-    opts = tyro.cli(Options, args=list(argv), prog="lab bench mdp")
+    opts = parse(Options, argv, "mdp")
     mdptoolbox = None
     if opts.peer:
         try:
@@ -197,7 +196,7 @@ def main(argv: list[str]) -> int:
     rows1 = part1(opts, mdptoolbox)
     print("part 2: value iteration on noisy grid worlds (γ = 0.99, ε = 1e-6)")
     rows2 = part2(opts, probe)
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps({"copy_GBps": bandwidth, "peer": rows1, "grid": rows2}, indent=2) + "\n")
-    print(f"wrote {opts.out}")
+    out = results_path(opts.out, "mdp")
+    out.write_text(json.dumps({"copy_GBps": bandwidth, "peer": rows1, "grid": rows2}, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0

@@ -15,15 +15,16 @@ Undiscounted (gamma = 1) by default, so that R(tau) and the reward-to-go estimat
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from envs.make import make_vector_env
+from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions, Runtime
 from rl.nets import mlp
 from rl.pg import a2c
@@ -33,7 +34,6 @@ from rl.pg.policies import ActorCritic
 from rl.pg.returns import discounted_returns, episode_returns, gae
 
 ESTIMATORS = ("R(tau)", "reward-to-go", "reward-to-go - baseline", "advantage")
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def fixed_policy(env_id: str, train_steps: int, seed: int) -> ActorCritic:
@@ -200,19 +200,33 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Options:
+    """Variance and direction of the policy-gradient estimators for one fixed policy."""
+
+    env_id: str = "CartPole-v1"
+    """Gymnasium env id."""
+    train_steps: int = 10_000
+    """A2C steps that make the fixed policy (0: the initial policy)."""
+    batches: int = 100
+    """Independent gradient estimates per estimator."""
+    episodes_per_batch: int = 10
+    """Whole episodes per gradient estimate."""
+    reference_episodes: int = 2000
+    """Episodes of the reference gradient."""
+    baseline_episodes: int = 500
+    """Episodes the baseline V is fitted on."""
+    gamma: float = 1.0
+    """Discount factor."""
+    gae_lambda: float = 0.0
+    """lambda of the advantage estimate (0: the TD error)."""
+    seed: int = 0
+    """Seed of the policy and of the episodes."""
+    out: ResultsPath = None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab bench pg-variance", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env-id", default="CartPole-v1")
-    parser.add_argument("--train-steps", type=int, default=10_000, help="A2C steps that make the fixed policy (0: initial policy)")
-    parser.add_argument("--batches", type=int, default=100, help="independent gradient estimates per estimator")
-    parser.add_argument("--episodes-per-batch", type=int, default=10)
-    parser.add_argument("--reference-episodes", type=int, default=2000)
-    parser.add_argument("--baseline-episodes", type=int, default=500, help="episodes the baseline V is fitted on")
-    parser.add_argument("--gamma", type=float, default=1.0)
-    parser.add_argument("--gae-lambda", type=float, default=0.0, help="lambda of the advantage estimate (0: TD error)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS / "pg_variance.json")
-    args = parser.parse_args(argv)
+    args = parse(Options, argv, "pg-variance")
     torch.set_num_threads(1)
     started = time.perf_counter()
     result = measure(args.env_id, args.train_steps, args.batches, args.episodes_per_batch, args.reference_episodes,
@@ -221,11 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table(result))
     print(f"baseline mean shift / its standard error, squared: {result['baseline_mean_shift_over_its_standard_error_sq']:.2f}"
           " (about 1 when the baseline leaves the mean unchanged)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    chart = args.out.with_suffix(".png")
+    out = results_path(args.out, "pg_variance")
+    out.write_text(json.dumps(result, indent=2))
+    chart = out.with_suffix(".png")
     bar_chart(result, chart)
-    print(f"wrote {args.out} and {chart} ({result['seconds']:.0f} s)")
+    print(f"wrote {out} and {chart} ({result['seconds']:.0f} s)")
     return 0
 
 

@@ -16,22 +16,23 @@ Stable-Baselines3 is a benchmark-only peer: pip install stable-baselines3.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from bench.a2c import Clock
+from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions
 from lab.session import train_in_memory
 from rl.evaluation import run_episodes
 from rl.pg import ppo
 from rl.pg.common import EvalOptions
 
-RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_EPISODES = 20
 EVAL_SEED_OFFSET = 10_000   # the seed our Algorithm.evaluate plays its evaluation episodes with
 TASKS = {                   # env id: (target greedy mean return, evaluate every this many steps)
@@ -173,14 +174,25 @@ def load_average() -> str:
     return Path("/proc/loadavg").read_text().strip() if Path("/proc/loadavg").exists() else "n/a"
 
 
+Task = Literal[tuple(TASKS)]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The lab's PPO against Stable-Baselines3's: steps to solve classic tasks, Breakout throughput."""
+
+    envs: tuple[Task, ...] = tuple(TASKS)
+    """Classic tasks to solve."""
+    seeds: int = 3
+    """Seeds per task (medians are reported)."""
+    atari_steps: int = 2_048
+    """Breakout steps for the throughput run (0 skips Atari)."""
+    out: ResultsPath = None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab bench ppo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--envs", nargs="+", default=list(TASKS), choices=list(TASKS), help="classic tasks to solve")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per task (medians)")
-    parser.add_argument("--atari-steps", type=int, default=2_048,
-                        help="Breakout steps for the throughput run (0 skips Atari)")
-    parser.add_argument("--out", type=Path, default=RESULTS / "ppo.json")
-    args = parser.parse_args(argv)
+    args = parse(Options, argv, "ppo")
+    out = results_path(args.out, "ppo")
     try:
         import stable_baselines3
     except ImportError:
@@ -189,19 +201,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     result = {"sb3_version": stable_baselines3.__version__, "torch_threads": torch.get_num_threads(), "device": "cpu",
               "args": {k: str(v) for k, v in vars(args).items()}, "loadavg_before": load_average(), "solve": {}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     for env_id in args.envs:
         print(f"{env_id}: steps to {TASKS[env_id][0]:g}", flush=True)
         result["solve"][env_id] = steps_to_solve(env_id, args.seeds)
-        args.out.write_text(json.dumps(result, indent=2, default=float))     # what is done survives a failure
+        out.write_text(json.dumps(result, indent=2, default=float))     # what is done survives a failure
     if args.atari_steps:
         print(f"ALE/Breakout-v5 throughput ({args.atari_steps} steps, reduced for a CPU)", flush=True)
         result["atari"] = atari_throughput("ALE/Breakout-v5", args.atari_steps)
     result["loadavg_after"] = load_average()
     print(report(result))
     print(f"load average before: {result['loadavg_before']}; after: {result['loadavg_after']}")
-    args.out.write_text(json.dumps(result, indent=2, default=float))
-    print(f"wrote {args.out}")
+    out.write_text(json.dumps(result, indent=2, default=float))
+    print(f"wrote {out}")
     return 0
 
 

@@ -10,22 +10,24 @@ Each run is the Algorithm of ``lab train vae`` driven here without run folders, 
 (``evaluate(EvalOptions(k=...))``). There is no peer implementation to run beside it; the context rows
 are computed in the same process on the same binarized test split: a model of independent pixels (the
 per-pixel training mean) and the binarization-noise floor E Σ_i H(gray_i), below which no model's
-expected -log p(x) can go. Writes bench/results/vae.json.
+expected -log p(x) can go. Writes runs/bench/vae-<time>.json, or --out (bench/results/vae.json holds the committed one).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from generative.data import is_available, load_images
 from generative.metrics.classifier import cache_path
 from generative.vae.algo import Algorithm, Config, EvalOptions
+from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions, Runtime
 
 BURDA_VAE_MNIST = 86.76
@@ -35,7 +37,7 @@ METRICS = ("eval/neg_elbo", "eval/reconstruction", "eval/kl", "eval/nll_iw", "ev
            "eval/fid_real", "eval/is")
 
 
-def run(config: Config, seed: int, k: int, n_samples: int, device: str, scores: bool = True) -> dict:
+def run(config: Config, seed: int, k: int, n: int, device: str, scores: bool = True) -> dict:
     """Train one VAE, then evaluate it as `lab eval` does; returns its scores and timings."""
     runtime = Runtime(RunOptions(seed=seed, device=device))
     algorithm = Algorithm(config, runtime)
@@ -46,7 +48,7 @@ def run(config: Config, seed: int, k: int, n_samples: int, device: str, scores: 
         torch.cuda.synchronize()
     trained = time.perf_counter()
     with runtime.isolated_rng():
-        results = algorithm.evaluate(EvalOptions(k=k, n_samples=n_samples, scores=scores))
+        results = algorithm.evaluate(EvalOptions(k=k, n=n, scores=scores))
     out = {key: float(results[key]) for key in METRICS if key in results}
     out.update(seed=seed, k=k, train_s=trained - start, eval_s=time.perf_counter() - trained)
     return out
@@ -97,32 +99,45 @@ def table(title: str, runs: list[dict], extra: list[tuple[str, str]]) -> dict:
     return stats
 
 
+@dataclass(frozen=True)
+class Options:
+    """Test-set bounds on -log p(x) and sample scores of the VAE on digits (and MNIST when its files are there)."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the digits runs."""
+    steps: int = Config().total_steps
+    """Digits training steps."""
+    k: int = 1000
+    """Importance samples per test image."""
+    n: int = 1000
+    """Samples scored for FID / IS."""
+    device: str = "auto"
+    """Torch device."""
+    data_dir: Optional[Path] = None
+    """Folder with the MNIST IDX files (the MNIST part runs only with them)."""
+    mnist_epochs: int = 100
+    """MNIST training epochs."""
+    mnist_seeds: tuple[int, ...] = (0,)
+    """Seeds of the MNIST runs."""
+    out: ResultsPath = None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab bench vae", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=Config().total_steps, help="digits training steps")
-    parser.add_argument("--k", type=int, default=1000, help="importance samples per test image")
-    parser.add_argument("--n-samples", type=int, default=1000, help="samples scored for FID / IS")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", type=Path, default=None, help="folder with the MNIST IDX files")
-    parser.add_argument("--mnist-epochs", type=int, default=100)
-    parser.add_argument("--mnist-seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "vae.json")
-    args = parser.parse_args(argv)
+    args = parse(Options, argv, "vae")
 
     config = Config(total_steps=args.steps)
     ctx = context(config)
     print(f"digits: default conv VAE ({config.total_steps} steps, batch {config.batch_size}, latent "
           f"{config.latent_dim}, {config.likelihood} likelihood, {config.binarize} binarization), K = {args.k}, "
-          f"{args.n_samples} samples for FID", flush=True)
+          f"{args.n} samples for FID", flush=True)
     runs = []
     for seed in args.seeds:
-        runs.append(run(config, seed, args.k, args.n_samples, args.device))
+        runs.append(run(config, seed, args.k, args.n, args.device))
         r = runs[-1]
         print(f"  seed {seed}: -ELBO {r['eval/neg_elbo']:.2f}, -log p(x) {r['eval/nll_iw']:.2f}, "
               f"FID {r['eval/fid']:.2f} ({r['train_s']:.0f} s train, {r['eval_s']:.0f} s eval)", flush=True)
     report = {"digits": {"config": {k: str(v) for k, v in vars(config).items()}, "k": args.k,
-                         "n_samples": args.n_samples, "runs": runs, "context": ctx,
+                         "n_samples": args.n, "runs": runs, "context": ctx,
                          "summary": table("digits 8x8, dynamically binarized", runs, [
                              ("independent pixels -log p(x) (context)", f"{ctx['independent_pixels_nll']:.2f}"),
                              ("binarization-noise floor (context)", f"{ctx['binarization_noise_floor']:.2f}")])}}
@@ -141,15 +156,15 @@ def main(argv: list[str] | None = None) -> int:
         if not scored:
             print(f"  (no MNIST feature classifier in {cache_path('mnist').parent}: FID / IS not scored; see "
                   "generative/metrics/classifier.py to install one)")
-        mnist_runs = [run(mnist, seed, args.k, args.n_samples, args.device, scored) for seed in args.mnist_seeds]
+        mnist_runs = [run(mnist, seed, args.k, args.n, args.device, scored) for seed in args.mnist_seeds]
         report["mnist"] = {"config": {k: str(v) for k, v in vars(mnist).items()}, "runs": mnist_runs,
                            "published_vae_nll": BURDA_VAE_MNIST,
                            "summary": table("MNIST 28x28, dynamically binarized", mnist_runs, [
                                ("published: VAE, 1 stochastic layer (Burda et al.)", f"{BURDA_VAE_MNIST}")])}
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {args.out}")
+    out = results_path(args.out, "vae")
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out}")
     return 0
 
 

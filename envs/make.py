@@ -8,6 +8,7 @@ out of ``finished_episodes(infos)`` for classic and Atari envs alike.
 from __future__ import annotations
 
 import difflib
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -74,6 +75,8 @@ def make_render_env(env_id: str, **atari_options) -> gym.Env:
     if is_atari(env_id):
         from envs.atari import make_atari_render_env
         return make_atari_render_env(env_id, **atari_options)
+    for driver in ("SDL_VIDEODRIVER", "SDL_AUDIODRIVER"):   # pygame draws off screen: no display, no sound,
+        os.environ.setdefault(driver, "dummy")              # and no SDL warning about XDG_RUNTIME_DIR
     return gym.make(env_id, render_mode="rgb_array")
 
 

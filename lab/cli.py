@@ -13,14 +13,16 @@ so the help text, the saved config and the code can never disagree.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import io
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Literal, Optional, TypeVar
+from typing import Annotated, Generic, Literal, Optional, TypeVar
 
 import tyro
 
@@ -89,6 +91,28 @@ class PlotCommand:
     """Across seeds: mean ± std, mean with a 95% bootstrap interval, or the interquartile mean with one (rliable)."""
 
 
+def parse_flags(command: type[C], args: list[str], prog: str, **tyro_options) -> C:
+    """``tyro.cli`` whose refusal of a flag (an unknown flag, a value that is not one of the choices) is the
+    lab's one line ``lab: error: ...`` instead of tyro's box; help and every other output are tyro's."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            parsed = tyro.cli(command, args=args, prog=prog, **tyro_options)
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise LabError(_one_line(captured.getvalue(), prog)) from None
+        raise
+    sys.stderr.write(captured.getvalue())
+    return parsed
+
+
+def _one_line(box: str, prog: str) -> str:
+    """tyro's error box (a title, the message, a hint to run --help) as one sentence."""
+    lines = [line.strip(" │╭╮╰╯─-") for line in box.splitlines()[1:]]
+    message = " ".join(line for line in lines if line and not line.startswith("For full helptext"))
+    return f"{' '.join(message.split())} (`{prog} --help` lists the flags)"
+
+
 def _load(target: str):
     module, _, attr = target.partition(":")
     try:
@@ -112,7 +136,7 @@ def cmd_train(argv: list[str]) -> int:
     config, options = base_config(name, module, preset, None if config_file is None else Path(config_file))
     default = TrainCommand(algo=config, run=options, preset=preset,
                            config=None if config_file is None else Path(config_file))
-    parsed = tyro.cli(TrainCommand[module.Config], args=rest, prog=f"lab train {name}", default=default,
+    parsed = parse_flags(TrainCommand[module.Config], rest, f"lab train {name}", default=default,
                       description=(module.Config.__doc__ or spec.summary), config=_TYRO)
     from lab.session import train
     status, path = train(name, parsed.algo, parsed.run)
@@ -139,7 +163,7 @@ def cmd_resume(argv: list[str]) -> int:
     if extra:
         raise LabError(f"lab resume takes only --total-steps and --device; a run's other settings are fixed "
                        f"in its config.json (got {extra[0]}). Start a new run to change them.")
-    args = tyro.cli(ResumeCommand, args=argv, prog="lab resume")
+    args = parse_flags(ResumeCommand, argv, "lab resume")
     from lab.session import resume
     return resume(args.run_dir, args.total_steps, args.device)
 
@@ -154,29 +178,47 @@ def _run_dir_argument(argv: list[str]) -> Path | None:
     return None
 
 
-def _run_command(argv: list[str], verb: str, options_attr: str, doc: str):
-    """Parse ``lab eval|sample RUN_DIR [--checkpoint] [--device] [algorithm options]``."""
+def _algorithm_of(argv: list[str], verb: str) -> str | None:
+    """The algorithm whose options ``lab eval|sample`` takes: the run folder's, or under --help an
+    algorithm named instead of a run folder (``lab eval --help dqn``); None for --help alone."""
     run_dir = _run_dir_argument(argv)
-    options_cls = None
-    if run_dir is not None:
-        from lab.rundir import RunDir
-        saved = RunDir.open(run_dir).read_config()
-        _, module = registry.get(saved.get("algo", "?"))
-        options_cls = getattr(module, options_attr, None)
-    elif not any(a in ("-h", "--help") for a in argv):
+    if any(a in ("-h", "--help") for a in argv) and not (run_dir and (run_dir / "config.json").is_file()):
+        if run_dir is None:
+            return None
+        registry.get(str(run_dir))          # an unknown name is one line naming the known ones
+        return str(run_dir)
+    if run_dir is None:
         raise LabError(f"lab {verb} needs a run folder: lab {verb} RUN_DIR [options].")
+    from lab.rundir import RunDir
+    return RunDir.open(run_dir).read_config().get("algo", "?")
+
+
+def _algorithms_with(options_attr: str) -> list[str]:
+    return [name for name in registry.ALGORITHMS if hasattr(registry.get(name)[1], options_attr)]
+
+
+def _run_command(argv: list[str], verb: str, options_attr: str, doc: str):
+    """Parse ``lab eval|sample RUN_DIR [--checkpoint] [--device] [--json] [algorithm options]``."""
+    algo = _algorithm_of(argv, verb)
+    options_cls = None if algo is None else getattr(registry.get(algo)[1], options_attr, None)
     fields = [
-        ("run_dir", tyro.conf.Positional[Path], field(metadata={"doc": "The run folder."})),
-        ("checkpoint", str, field(default="best")),
-        ("device", Device, field(default=None)),
-        ("json", bool, field(default=False)),
+        ("run_dir", tyro.conf.Positional[Annotated[Path, tyro.conf.arg(metavar="RUN_DIR", help="The run folder.")]],
+         field()),
+        ("checkpoint", Annotated[str, tyro.conf.arg(help="best, last or a checkpoint's path.")],
+         field(default="best")),
+        ("device", Annotated[Device, tyro.conf.arg(help="Run on this device instead of the saved one.")],
+         field(default=None)),
+        ("json", Annotated[bool, tyro.conf.arg(help="Print the results as JSON.")], field(default=False)),
     ]
+    description = doc
     if options_cls is not None:
-        fields.append(("options", options_cls, field(default_factory=options_cls)))
+        fields.append((algo.replace("-", "_"), options_cls, field(default_factory=options_cls)))
+    else:
+        description = (f"{doc}\n\nEach algorithm adds its own options: lab {verb} --help ALGO lists them, for ALGO "
+                       f"one of {', '.join(_algorithms_with(options_attr))}.")
     command = dataclasses.make_dataclass(f"{verb.title()}Command", fields, frozen=True)
-    command.__doc__ = doc + "\n\n--checkpoint: best, last or a path; --device overrides the saved one; --json prints JSON."
-    args = tyro.cli(command, args=argv, prog=f"lab {verb}", config=_TYRO)
-    return args, getattr(args, "options", None)
+    args = parse_flags(command, argv, f"lab {verb}", description=description, config=_TYRO)
+    return args, None if options_cls is None else getattr(args, algo.replace("-", "_"))
 
 
 def cmd_eval(argv: list[str]) -> int:
@@ -218,7 +260,7 @@ def cmd_export(argv: list[str]) -> int:
 
 
 def cmd_plot(argv: list[str]) -> int:
-    args = tyro.cli(PlotCommand, args=argv, prog="lab plot")
+    args = parse_flags(PlotCommand, argv, "lab plot")
     if not args.run_dirs:
         raise LabError("lab plot needs at least one run folder.")
     from lab.plot import plot_runs

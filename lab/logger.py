@@ -87,10 +87,11 @@ def _replace_atomically(path: Path, write) -> None:
 
 class Logger:
     """Writes metrics and media of one run. ``run=None`` gives a logger that writes no file (rank > 0, or
-    training in memory, where ``progress`` still shows a transient bar)."""
+    training in memory, where ``progress`` still shows a transient bar). ``tensorboard=False`` writes no
+    TensorBoard events (the commands that record into a finished run: one events file per training run)."""
 
     def __init__(self, run: RunDir | None, total_steps: int = 0, start_step: int = 0, progress: bool = True,
-                 headline: str | None = None):
+                 headline: str | None = None, tensorboard: bool = True):
         self.run = run
         self._columns: list[str] = []
         self._tb = None
@@ -108,6 +109,8 @@ class Logger:
         existing = read_metrics(run.metrics_file)
         for row in existing:
             self._columns += [k for k in row if k not in self._columns]
+        if not tensorboard:
+            return
         try:
             from torch.utils.tensorboard import SummaryWriter
             self._tb = SummaryWriter(log_dir=str(run.path), purge_step=start_step or None)

@@ -12,10 +12,14 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 class Algorithm(Protocol):
     step_size: int
     """How far one ``train_step`` advances the step counter (for example the number of vector
-    environments for an RL algorithm that steps all of them once; 1 for one optimizer step)."""
+    environments for an RL algorithm that steps all of them once; 1 for one optimizer step). The trainer
+    reads it after each ``train_step``, so a last, shorter step can stop a run at its ``total_steps``."""
 
     best_metric: ClassVar[tuple[str, str] | None]
     """(metric key, "max" or "min") that decides checkpoints/best.pt, or None for no best.pt."""
+
+    # optional: ``learning_from: int``, the step of the first update (DQN's learning starts); the
+    # trainer warns when a run ends before it.
 
     def train_step(self, step: int) -> dict[str, Any]:
         """One unit of work (an env step batch + update, or one optimizer step); returns metrics.

@@ -38,7 +38,8 @@ class RunOptions:
     log_every: int = 0
     """Log averaged training metrics every this many steps (0: 1/100 of the run)."""
     eval_every: int = 0
-    """Evaluate every this many steps (0: 1/10 of the run); always at the end."""
+    """Evaluate every this many steps (0: 1/10 of the run, skipping evaluations while they have taken longer
+    than training); always at the end."""
     checkpoint_every: int = 0
     """Write checkpoints/last.pt every this many steps (0: 1/10 of the run); always at the end."""
     keep_checkpoints: bool = False

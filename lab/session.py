@@ -154,7 +154,7 @@ def resume(path: Path, total_steps: int | None = None, device: str | None = None
                 runtime.load_state_dict(state["runtime"])
             if runtime.is_main:
                 checkpoint.remove_stale_temporaries(run.checkpoints)
-                dropped = Logger(run, progress=False).truncate_after(step)
+                dropped = Logger(run, progress=False, tensorboard=False).truncate_after(step)
                 if config.total_steps != saved["config"].get("total_steps"):
                     saved["config"]["total_steps"] = config.total_steps
                 saved.setdefault("resumed", []).append({"from_step": step, "total_steps": config.total_steps})
@@ -211,7 +211,7 @@ def _call_on_checkpoint(run_path: Path, method: str, options: Any, which: str, d
         runtime.close()
     try:
         run.lock()
-        logger = Logger(run, progress=False)
+        logger = Logger(run, progress=False, tensorboard=False)
         try:
             written = logger.log(step, results, source=f"{method}-command")
         finally:

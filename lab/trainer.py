@@ -89,6 +89,7 @@ class Trainer:
         self.eval_options, self.on_evaluate = eval_options, on_evaluate
         self.history: list[tuple[int, dict[str, Any]]] = []
         self.stopped_early = False
+        self.skipped_evaluations = 0
         self._signal: str | None = None
 
     @property
@@ -103,6 +104,7 @@ class Trainer:
         headline = (getattr(self.algorithm, "best_metric", None) or (None,))[0]
         logger = Logger(self.run if self.runtime.is_main else None, self.total_steps, self.step,
                         progress=self.runtime.is_main, headline=headline)
+        self._warn_if_learning_never_starts(logger)
         if self.run is not None:
             self.run.write_status("running", self.step)
         previous_handlers = self._install_signal_handlers()
@@ -131,7 +133,8 @@ class Trainer:
                     scalars["time/elapsed_s"] = now - started
                     logger.log(step, scalars)
                     window, window_clock = _Window(step), now
-                if at(eval_every) and not stopping:
+                if (at(eval_every) and not stopping
+                        and self._evaluation_affordable(step, time.perf_counter() - started, logger)):
                     eval_started = time.perf_counter()
                     stopping = self._evaluate(step, logger)
                     self.eval_seconds += time.perf_counter() - eval_started
@@ -179,7 +182,32 @@ class Trainer:
         saved = checkpoint.load(self.run.last_checkpoint)["step"]
         return f"The last good checkpoint (step {saved}) is {self.run.last_checkpoint}."
 
+    def _warn_if_learning_never_starts(self, logger: Logger) -> None:
+        learning_from = getattr(self.algorithm, "learning_from", None)
+        if learning_from is not None and learning_from >= self.total_steps:
+            logger.message(f"warning: learning starts at step {learning_from:,} and the run ends at step "
+                           f"{self.total_steps:,}, so this run never learns; raise --total-steps or lower "
+                           "--learning-starts.")
+
     # ------------------------------------------------------------ evaluation and checkpoints
+    def _evaluation_affordable(self, step: int, elapsed: float, logger: Logger) -> bool:
+        """With the automatic cadence (``--eval-every 0``) an evaluation before the last step is skipped
+        while evaluating has taken longer than training so far (short runs of slow games); the evaluation
+        at the end always runs. The processes of a torchrun job agree (a collective: one that can afford
+        it is enough)."""
+        if self.options.eval_every or step >= self.total_steps:
+            return True
+        affordable = self.eval_seconds <= elapsed - self.eval_seconds
+        if self.runtime.distributed:
+            affordable = self.runtime.any_rank(affordable)
+        if not affordable:
+            if not self.skipped_evaluations:
+                logger.message(f"evaluating takes longer than training: evaluations are skipped from step "
+                               f"{step:,} while that lasts (the last step is always evaluated; --eval-every "
+                               "sets a fixed cadence).")
+            self.skipped_evaluations += 1
+        return affordable
+
     def _evaluate(self, step: int, logger: Logger) -> bool:
         """Evaluate on rank 0 (RNG isolated), record the results, keep best.pt; True to stop the run."""
         stop = False

@@ -1,5 +1,7 @@
 """The `lab` command: help, listing, and one clear sentence for every kind of bad input."""
 import json
+import sys
+import types
 
 import pytest
 
@@ -25,6 +27,20 @@ def test_help_documents_every_field(lab):
     assert lab("--help").returncode == 0
 
 
+@pytest.mark.parametrize("verb, algo, flags", [
+    ("eval", "dqn", ["--episodes", "--epsilon"]),
+    ("sample", "ddpm", ["--n INT", "--sampler {ddpm,ddim}"]),
+])
+def test_eval_and_sample_help_show_each_algorithms_options(lab, verb, algo, flags):
+    general = lab(verb, "--help")
+    assert general.returncode == 0 and f"lab {verb} --help ALGO" in general.stdout and algo in general.stdout
+    specific = lab(verb, "--help", algo)
+    assert specific.returncode == 0 and f"{algo} options" in specific.stdout
+    assert "options options" not in specific.stdout
+    for flag in flags:
+        assert flag in specific.stdout
+
+
 @pytest.mark.parametrize("args, words", [
     (["train", "tyo"], ["unknown algorithm", "toy"]),
     (["train", "toy", "--lr", "-0.1"], ["--lr", "-0.1"]),
@@ -33,6 +49,9 @@ def test_help_documents_every_field(lab):
     (["resume", "no/such/run"], ["no run folder"]),
     (["eval", "no/such/run"], ["no run folder"]),
     (["frobnicate"], ["unknown command"]),
+    (["train", "toy", "--no-such-flag", "1"], ["Unrecognized options", "--no-such-flag"]),
+    (["train", "a2c", "--optimizer", "sgd"], ["invalid choice 'sgd'", "--optimizer", "rmsprop"]),
+    (["solve", "--backend", "gpu"], ["invalid choice 'gpu'", "--backend"]),
     (["list", "planets"], ["lab list takes"]),
 ])
 def test_bad_input_gives_one_sentence(lab, tmp_path, args, words):
@@ -59,6 +78,27 @@ def test_corrupt_checkpoint_and_conflicting_resume(tmp_path, lab):
     assert_one_line_error(lab("eval", run, "--checkpoint", "last"), "corrupt")
     (run / "config.json").write_text("{ torn")
     assert_one_line_error(lab("eval", run), "corrupt")
+
+
+def test_one_tensorboard_events_writer_per_run_not_per_command(tmp_path, lab, monkeypatch):
+    writers = []
+
+    class SummaryWriter:
+        def __init__(self, log_dir, **kwargs):
+            writers.append(log_dir)
+
+        def add_scalar(self, *args):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    run = tmp_path / "run"
+    assert lab("train", "toy", "--total-steps", 20, "--device", "cpu", "--run-dir", run).returncode == 0
+    for _ in range(2):
+        assert lab("eval", run).returncode == 0
+    assert writers == [str(run)]
 
 
 def test_eval_appends_to_metrics(tmp_path, lab):

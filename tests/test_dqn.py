@@ -217,6 +217,15 @@ def test_cli_train_resume_with_buffer_and_eval_with_video(lab, tmp_path):
     assert list((run / "videos").iterdir())
 
 
+def test_a_run_that_ends_before_learning_starts_says_so_in_one_line(lab, tmp_path):
+    code, out, err = _run(lab, "train", "dqn", "--total-steps", 100, "--learning-starts", 200, "--eval-episodes", 1,
+                          "--run-dir", tmp_path / "run")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if "never learns" in line]
+    assert len(warnings) == 1 and "learning starts at step 200" in warnings[0], err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--env-id", "CartPol-v1"], "CartPole-v1"),
     (["--env-id", "Pendulum-v1"], "discrete action space"),

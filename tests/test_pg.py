@@ -7,6 +7,10 @@ import pytest
 import torch
 
 from lab.errors import LabError
+from lab.logger import read_metrics
+from lab.runtime import RunOptions
+from lab.session import train_in_memory
+from rl.pg import reinforce
 from rl.pg.losses import policy_gradient_loss
 from rl.pg.policies import ActorCritic, CategoricalHead, GaussianHead, check_action_space
 from rl.pg.returns import discounted_returns, episode_returns, gae
@@ -159,10 +163,19 @@ def test_bad_flag_value(lab, tmp_path):
     assert "--gae-lambda" in line
 
 
-@pytest.mark.parametrize("algo", ["reinforce", "actor-critic", "a2c"])
+def test_reinforce_stops_at_its_budget():
+    config = reinforce.Config(num_envs=4, rollout_steps=128, total_steps=1_000)   # 1,000 = 512 + 488
+    trainer = train_in_memory("reinforce", config, RunOptions(device="cpu", eval_every=1_000, log_every=1_000))
+    assert trainer.step == 1_000
+
+
+@pytest.mark.parametrize("algo", ["reinforce", "actor-critic", "a2c", "ppo"])
 def test_train_eval_video_resume(lab, tmp_path, algo):
     run = tmp_path / algo
-    assert lab("train", algo, "--total-steps", "1024", "--eval-every", "1024", "--run-dir", run).returncode == 0
+    result = lab("train", algo, "--total-steps", "1024", "--eval-every", "1024", "--eval-episodes", "3", "--run-dir", run)
+    assert result.returncode == 0, result.stderr
+    evaluations = [row for row in read_metrics(run / "metrics.jsonl") if "eval/episodes" in row]
+    assert [row["eval/episodes"] for row in evaluations] == [3]
     result = lab("eval", run, "--episodes", "2", "--video")
     assert result.returncode == 0, result.stderr
     assert list((run / "videos").glob("episode*")), list(run.rglob("*"))

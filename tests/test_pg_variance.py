@@ -1,5 +1,6 @@
 """The variance ordering the notes predict, on a small case of `lab bench pg-variance`."""
 import json
+from pathlib import Path
 
 
 def test_baseline_lowers_variance_without_moving_the_mean(lab, tmp_path):
@@ -18,3 +19,15 @@ def test_baseline_lowers_variance_without_moving_the_mean(lab, tmp_path):
     # the baseline leaves the mean where it was: the mean difference of the two estimators is within
     # sampling error (its squared size over its squared standard error is about 1 in expectation)
     assert json.loads(out.read_text())["baseline_mean_shift_over_its_standard_error_sq"] < 4.0
+
+
+def test_without_out_the_committed_results_stay_as_they_are(lab, tmp_path, monkeypatch):
+    committed = Path(__file__).resolve().parent.parent / "bench" / "results" / "pg_variance.json"
+    before = committed.read_bytes()
+    monkeypatch.setenv("LAB_RUNS_DIR", str(tmp_path))
+    result = lab("bench", "pg-variance", "--train-steps", "0", "--batches", "2", "--episodes-per-batch", "2",
+                 "--reference-episodes", "20", "--baseline-episodes", "10")
+    assert result.returncode == 0, result.stderr
+    written = list((tmp_path / "bench").glob("pg_variance-*.json"))
+    assert len(written) == 1 and "estimators" in json.loads(written[0].read_text())
+    assert committed.read_bytes() == before

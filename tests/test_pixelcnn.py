@@ -107,7 +107,7 @@ def test_train_resume_eval_sample_through_the_lab_command(lab, tmp_path):
     b = torch.load(split / "checkpoints" / "last.pt", weights_only=True)["algorithm"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])   # resume is exact
 
-    result = lab("eval", split, "--n-samples", "40", "--json")
+    result = lab("eval", split, "--n", "40", "--json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
     assert 0 < metrics["eval/bits_per_dim"] < 1.5   # binary pixels: a coin per pixel is 1 bit

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lab import checkpoint
+from lab import checkpoint, toy
 from lab.errors import LabError
 from lab.logger import read_metrics
+from lab.runtime import RunOptions, Runtime
+from lab.trainer import Trainer
 from conftest import lab_subprocess_env
 
 TOY = ["train", "toy", "--device", "cpu", "--deterministic"]
@@ -162,6 +164,21 @@ def test_plot_draws_mean_and_std_over_seeds(tmp_path, lab):
     result = lab("plot", *runs, "--metric", "train/loss", "--out", out)
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size > 1000
+
+
+class SlowToEvaluate(toy.Algorithm):
+    def evaluate(self, options=None) -> dict:
+        time.sleep(0.5)   # far longer than the 100 training steps
+        return super().evaluate(options)
+
+
+@pytest.mark.parametrize("eval_every, evaluated_steps", [(0, [10, 100]), (10, list(range(10, 101, 10)))])
+def test_automatic_cadence_skips_evaluations_that_would_dominate_the_run(eval_every, evaluated_steps):
+    config, options = toy.Config(total_steps=100), RunOptions(device="cpu", eval_every=eval_every)
+    runtime = Runtime(options)
+    trainer = Trainer("toy", config, options, runtime, SlowToEvaluate(config, runtime))
+    assert trainer.fit() == 0
+    assert [step for step, _ in trainer.history] == evaluated_steps
 
 
 def test_runtime_gradient_clipping_matches_torch_bit_for_bit():

@@ -205,7 +205,7 @@ def test_train_resume_eval_sample_through_the_lab_command(lab, tmp_path):
     b = torch.load(split / "checkpoints" / "last.pt", weights_only=True)["algorithm"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])   # resume is exact
 
-    result = lab("eval", split, "--k", "20", "--n-samples", "40", "--json")
+    result = lab("eval", split, "--k", "20", "--n", "40", "--json")
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)["metrics"]
     assert metrics["eval/iw_k"] == 20 and metrics["eval/n_samples"] == 40
@@ -237,7 +237,7 @@ def test_every_likelihood_and_option_trains(options):
 
 @pytest.mark.parametrize("argv, words", [
     (["--data", "digts"], "did you mean digits"),
-    (["--likelihood", "poisson"], "--likelihood must be one of"),
+    (["--likelihood", "poisson"], "invalid choice 'poisson' for argument '--likelihood'"),
     (["--beta", "-1"], "--beta must be >= 0"),
     (["--data", "mnist", "--data-dir", "{tmp}"], "train-images-idx3-ubyte"),
 ])

@@ -35,8 +35,8 @@ from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator
                              toy_distribution)
 from generative.diffusion.bound import reverse_step, step_term, variational_bound
 from generative.diffusion.mlp import MLPDenoiser
-from generative.diffusion.sampler import SAMPLERS, VARIANCES, ddim_sample, ddpm_sample, guided
-from generative.diffusion.schedule import PREDICTIONS, SCHEDULES, NoiseSchedule
+from generative.diffusion.sampler import SAMPLERS, VARIANCES, SamplerName, Variance, ddim_sample, ddpm_sample, guided
+from generative.diffusion.schedule import PREDICTIONS, SCHEDULES, NoiseSchedule, Prediction, Schedule
 from generative.diffusion.unet import UNet
 from generative.likelihood import bits_per_dim, discretized_gaussian_log_prob
 from generative.plots import samples_grid, toy_scatter
@@ -60,11 +60,11 @@ class Config:
     label_dropout: float = 0.1
     """Probability of replacing the label by the "no label" token while training (classifier-free
     guidance, Ho & Salimans 2021)."""
-    schedule: str = "linear"
+    schedule: Schedule = "linear"
     """Noise schedule: linear (β from 1e-4 to 0.02, Ho et al. 2020) or cosine (Nichol & Dhariwal 2021)."""
     diffusion_steps: int = 1000
     """Number T of noising steps of the forward process."""
-    prediction: str = "eps"
+    prediction: Prediction = "eps"
     """What the network predicts: eps (the noise, Ho et al.), v (Salimans & Ho 2022) or x0."""
     learn_variance: bool = False
     """Also learn the reverse variance, log Σ_θ = v log β_t + (1 - v) log β̃_t, with the hybrid loss
@@ -165,7 +165,7 @@ class EvalOptions:
 
     n: int = 1000
     """Samples to draw and score."""
-    sampler: str = "ddim"
+    sampler: SamplerName = "ddim"
     """ddpm (ancestral) or ddim."""
     steps: int = 50
     """Sampling steps (0: all T)."""
@@ -188,13 +188,13 @@ class SampleOptions:
 
     n: int = 64
     """Number of samples."""
-    sampler: str = "ddpm"
+    sampler: SamplerName = "ddpm"
     """ddpm (ancestral) or ddim."""
     steps: int = 0
     """Sampling steps (0: all T for ddpm, 50 for ddim)."""
     eta: float = 0.0
     """DDIM noise scale η (0: deterministic given x_T)."""
-    variance: str = "beta_tilde"
+    variance: Variance = "beta_tilde"
     """Ancestral σ_t²: beta_tilde (the posterior variance β̃_t) or beta (β_t)."""
     label: Optional[int] = None
     """Class to draw (conditional models; default: the classes in turn)."""

@@ -6,7 +6,7 @@ tensor work on the device (timesteps indexed from a device tensor by Python ints
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 
@@ -16,8 +16,9 @@ from lab.progress import Progress
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(x_t, t) -> the network's raw output (ε̂, v̂ or x̂_0, whichever it was trained to predict)."""
 
-VARIANCES = ("beta_tilde", "beta")
-SAMPLERS = ("ddpm", "ddim")
+Variance = Literal["beta_tilde", "beta"]
+SamplerName = Literal["ddpm", "ddim"]
+VARIANCES, SAMPLERS = get_args(Variance), get_args(SamplerName)
 
 
 def timesteps_for(num_steps: int, steps: int) -> torch.Tensor:

@@ -10,11 +10,13 @@ t = 0 is the first noising step (the paper's t = 1).
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 
-SCHEDULES = ("linear", "cosine")
-PREDICTIONS = ("eps", "v", "x0")
+Schedule = Literal["linear", "cosine"]
+Prediction = Literal["eps", "v", "x0"]
+SCHEDULES, PREDICTIONS = get_args(Schedule), get_args(Prediction)
 
 
 def linear_betas(num_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:

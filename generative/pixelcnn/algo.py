@@ -77,7 +77,7 @@ class Config:
 class EvalOptions:
     """Exact test-set likelihood and sample scores of a PixelCNN run."""
 
-    n_samples: int = 1000
+    n: int = 1000
     """Generated images scored by the data set's classifier (FID, IS, precision, recall)."""
     seed: int = 0
     """Seed of the samples."""
@@ -85,7 +85,7 @@ class EvalOptions:
     """Score samples with the data set's classifier (digits: trained on first use)."""
 
     def __post_init__(self):
-        positive(self, "n_samples")
+        positive(self, "n")
         non_negative(self, "seed")
 
 
@@ -161,7 +161,7 @@ class Algorithm:
                    "samples/grid": samples_grid(enlarged(samples), nrow=8)}
         if options is not None and options.scores:
             from generative.metrics import memorization_grid, score_images
-            samples, labels = self.generate(options.n_samples, options.seed, None)
+            samples, labels = self.generate(options.n, options.seed, None)
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
                                         device=self.rt.device))
             results["plots/memorization"] = memorization_grid(samples, self.config.data, data_dir=self.config.data_dir)

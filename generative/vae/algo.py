@@ -26,14 +26,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 
 from generative.data import IMAGE_DATASETS, BatchIterator, binarize_once, check_dataset, load_images
 from generative.plots import enlarged, figure_image, samples_grid
 from generative.vae.bound import free_bits_kl
-from generative.vae.likelihoods import LIKELIHOODS, make_likelihood
+from generative.vae.likelihoods import LIKELIHOODS, Likelihood, make_likelihood
 from generative.vae.model import VAE, log_likelihood_bounds
 from generative.vae.nets import make_networks
 from lab.memory import require_batch
@@ -53,7 +53,7 @@ class Config:
     """Image data set: digits (8x8, ships with scikit-learn), mnist, fashion-mnist, cifar10."""
     data_dir: Optional[Path] = None
     """Folder holding the mnist / fashion-mnist / cifar10 files (default $LAB_DATA_DIR, else ./data)."""
-    net: str = "conv"
+    net: Literal["conv", "mlp"] = "conv"
     """Encoder/decoder pair: conv (strided convolutions) or mlp (two hidden layers each way)."""
     latent_dim: int = 16
     """Size of the latent z (2 adds a latent map coloured by class to the evaluation plots)."""
@@ -62,14 +62,14 @@ class Config:
     16 suits 8x8 digits on a CPU; 32 or more for MNIST-sized images."""
     mlp_hidden: int = 512
     """Units of each hidden layer; used by --net mlp."""
-    likelihood: str = "bernoulli"
+    likelihood: Likelihood = "bernoulli"
     """p(x|z): bernoulli on binarized pixels (nats comparable with the literature), gaussian or
     continuous-bernoulli densities on the gray levels, or discretized-gaussian: probabilities of the
     data's discrete gray levels (17 for digits), comparable with PixelCNN and the DDPM bound."""
-    binarize: str = "dynamic"
+    binarize: Literal["dynamic", "threshold"] = "dynamic"
     """How --likelihood bernoulli binarizes: dynamic (a fresh Bernoulli draw of every training batch;
     test split drawn once with a fixed seed) or threshold (pixel > 0.5, train and test)."""
-    gaussian_variance: str = "learned"
+    gaussian_variance: Literal["learned", "fixed"] = "learned"
     """--likelihood gaussian / discretized-gaussian: one learned σ shared by all pixels (σ-VAE), or σ
     fixed at --gaussian-std."""
     gaussian_std: float = 0.1
@@ -106,7 +106,7 @@ class EvalOptions:
     """Importance samples per test image for the estimate of -log p(x) (k = 1 gives the ELBO)."""
     batch_size: int = 32768
     """(image, latent sample) pairs decoded per forward pass; lower it if memory runs short."""
-    n_samples: int = 1000
+    n: int = 1000
     """Generated images scored by the data set's classifier (FID, IS, precision, recall)."""
     seed: int = 0
     """Seed of the evaluation's latent samples."""
@@ -115,7 +115,7 @@ class EvalOptions:
     one installed, see generative/metrics/classifier.py)."""
 
     def __post_init__(self):
-        positive(self, "k", "batch_size", "n_samples")
+        positive(self, "k", "batch_size", "n")
         non_negative(self, "seed")
 
 
@@ -210,7 +210,7 @@ class Algorithm:
         if final and options.scores:
             from generative.metrics import memorization_grid, score_images
             samples = torch.cat([self.model.sample(min(1000, n), generator)
-                                 for n in range(options.n_samples, 0, -1000)])
+                                 for n in range(options.n, 0, -1000)])
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir,
                                         device=self.rt.device))
             results["plots/memorization"] = memorization_grid(samples, self.config.data,

@@ -16,6 +16,7 @@ and into the image shown for that z (the distribution's mean).
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,8 @@ from torch import nn
 
 from generative.likelihood import discretized_gaussian_log_prob
 
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous-bernoulli", "discretized-gaussian")
+Likelihood = Literal["bernoulli", "gaussian", "continuous-bernoulli", "discretized-gaussian"]
+LIKELIHOODS = get_args(Likelihood)
 
 
 def _per_example(values: torch.Tensor) -> torch.Tensor:

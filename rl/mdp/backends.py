@@ -13,7 +13,7 @@ and the solvers (rl/mdp/solvers.py) are written once on top of them.
 from __future__ import annotations
 
 import warnings
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +21,8 @@ import scipy.sparse as sp
 from envs.tabular import TabularMDP
 from lab.errors import LabError
 
-BACKENDS = ("auto", "dense", "sparse", "moves", "torch")
+Backend = Literal["auto", "dense", "sparse", "moves", "torch"]
+BACKENDS = get_args(Backend)
 DENSE_LIMIT = 4096   # above this many states the dense backend is not chosen automatically
 
 

@@ -23,9 +23,10 @@ import tyro
 
 from envs.gridworld import corridor, make_gridworld
 from envs.tabular import TabularMDP, random_mdp
+from lab.cli import parse_flags
 from lab.config import in_range, one_of, positive, require, to_dict
 from lab.rundir import RunDir
-from rl.mdp.backends import BACKENDS
+from rl.mdp.backends import BACKENDS, Backend
 from rl.mdp.plot import STATES_SHOWN, TEXT_CELLS, save_action_values, save_grid_panels
 from rl.mdp.solvers import Solution, policy_iteration, q_iteration, value_iteration
 
@@ -79,7 +80,7 @@ class SolveCommand:
     eval_sweeps: Optional[int] = None
     """Policy iteration with iterative evaluation: sweeps per evaluation (modified policy iteration);
     until convergence when not given."""
-    backend: Literal["auto", "dense", "sparse", "moves", "torch"] = "auto"
+    backend: Backend = "auto"
     """Where the arithmetic runs: NumPy dense, SciPy sparse (fused numba sweeps), the grid world's move
     stencil, or torch (on the GPU when there is one); auto picks moves for grid worlds."""
     device: Optional[str] = None
@@ -91,8 +92,8 @@ class SolveCommand:
     """Print the solution as JSON to stdout instead of text."""
     runs_dir: Path = Path("runs")
     """Where run folders are created."""
-    out: Optional[Path] = None
-    """The run folder to write (default: runs/solve-<env>-<algo>-<time>-s<seed>)."""
+    run_dir: Optional[Path] = None
+    """Exact run folder to create instead of runs/solve-<env>-<algo>-<time>-s<seed>."""
 
     def __post_init__(self):
         if self.gamma is not None:
@@ -172,7 +173,7 @@ def text_of(mdp: TabularMDP, s: Solution) -> str:
 
 
 def _run_folder(cmd: SolveCommand, label: str) -> RunDir:
-    path = cmd.out or RunDir.default_path(cmd.runs_dir, "solve", label, cmd.seed)
+    path = cmd.run_dir or RunDir.default_path(cmd.runs_dir, "solve", label, cmd.seed)
     config = {"algo": "solve", "config": to_dict(cmd)}
     return RunDir.create(path, config)
 
@@ -227,7 +228,7 @@ def run_sweep(cmd: SolveCommand) -> int:
 
 
 def main(argv: list[str]) -> int:
-    cmd = tyro.cli(SolveCommand, args=list(argv), prog="lab solve", description=__doc__.split("\n\n")[0],
-                   config=(tyro.conf.OmitArgPrefixes,))
+    cmd = parse_flags(SolveCommand, list(argv), "lab solve", description=__doc__.split("\n\n")[0],
+                      config=(tyro.conf.OmitArgPrefixes,))
     return run_sweep(cmd) if cmd.sweep_living_reward else run_single(cmd)
 

@@ -14,6 +14,7 @@ Defaults are Stable-Baselines3's A2C (RMSprop 7e-4, alpha 0.99, eps 1e-5; n_step
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -42,7 +43,7 @@ class Config:
     """lambda of GAE(lambda); 1.0 gives plain n-step returns, 0.0 one-step TD errors."""
     lr: float = 7e-4
     """Learning rate."""
-    optimizer: str = "rmsprop"
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
     """rmsprop (alpha 0.99, eps 1e-5, as in A3C and Stable-Baselines3) or adam."""
     vf_coef: float = 0.5
     """Weight of the value loss."""
@@ -62,9 +63,11 @@ class Config:
     """Initial log standard deviation of Gaussian policies."""
     total_steps: int = 500_000
     """Environment steps to train for, summed over all envs (Atari: agent steps, 4 frames each)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
 
     def __post_init__(self):
-        positive(self, "num_envs", "n_steps", "lr", "total_steps")
+        positive(self, "num_envs", "n_steps", "lr", "total_steps", "eval_episodes")
         non_negative(self, "vf_coef", "ent_coef", "max_grad_norm")
         in_range(self, "gamma", 0.0, 1.0)
         in_range(self, "gae_lambda", 0.0, 1.0)

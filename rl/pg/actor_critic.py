@@ -58,9 +58,11 @@ class Config:
     """Initial log standard deviation of Gaussian policies."""
     total_steps: int = 300_000
     """Environment steps to train for, summed over all envs."""
+    eval_episodes: int = 10
+    """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
 
     def __post_init__(self):
-        positive(self, "num_envs", "n_steps", "actor_lr", "critic_lr", "total_steps")
+        positive(self, "num_envs", "n_steps", "actor_lr", "critic_lr", "total_steps", "eval_episodes")
         non_negative(self, "ent_coef", "max_grad_norm")
         in_range(self, "gamma", 0.0, 1.0)
         one_of(self, "log_std", ["state-independent", "state-dependent"])
@@ -152,7 +154,7 @@ class Algorithm:
                 "train/q": q_t.detach().mean(), "train/entropy": entropy.detach(), **episode_metrics(batch["episodes"])}
 
     def evaluate(self, options: EvalOptions | None = None) -> dict:
-        return evaluate_policy(self.actor, self.config.env_id, options, seed=self.rt.seed + 10_000, device=self.rt.device)
+        return evaluate_policy(self.actor, self.config, options, seed=self.rt.seed + 10_000, device=self.rt.device)
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),

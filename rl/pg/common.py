@@ -34,10 +34,6 @@ class EvalOptions:
         positive(self, "episodes")
 
 
-TRAINING_EVAL = EvalOptions(episodes=10)
-"""What the trainer's periodic evaluation plays."""
-
-
 def env_setup(env_id: str, num_envs: int, seed: int, training: bool
               ) -> tuple[gym.vector.VectorEnv | None, np.ndarray | None, gym.Space, gym.Space]:
     """(training envs, their first observations, observation space, action space). Without training
@@ -152,10 +148,12 @@ def episode_metrics(infos_returns: list[tuple[float, int]]) -> dict:
 
 
 @torch.no_grad()
-def evaluate_policy(net: ActorCritic, env_id: str, options: EvalOptions | None, seed: int,
+def evaluate_policy(net: ActorCritic, config, options: EvalOptions | None, seed: int,
                     device: torch.device) -> dict:
-    """eval/ep_return (mean over full episodes), its std, and optionally a video of one episode."""
-    options = options or TRAINING_EVAL
+    """eval/ep_return (mean over full episodes), its std, and optionally a video of one episode, in
+    ``config.env_id``; without ``options`` (evaluation during training) ``config.eval_episodes`` episodes."""
+    options = options or EvalOptions(episodes=config.eval_episodes)
+    env_id = config.env_id
     was_training = net.training
     net.eval()
     deterministic = options.deterministic
@@ -184,7 +182,7 @@ class RolloutAgent:
     best_metric = ("eval/ep_return", "max")
 
     def evaluate(self, options: EvalOptions | None = None) -> dict:
-        return evaluate_policy(self.net, self.config.env_id, options, seed=self.rt.seed + 10_000, device=self.rt.device)
+        return evaluate_policy(self.net, self.config, options, seed=self.rt.seed + 10_000, device=self.rt.device)
 
     def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
         return predict_actions(self.net, obs, deterministic, self.rt.device)
@@ -207,6 +205,6 @@ class RolloutAgent:
             self.envs.close()
 
 
-__all__ = ["EvalOptions", "TRAINING_EVAL", "env_setup", "predict_actions", "make_training_envs", "to_tensor",
+__all__ = ["EvalOptions", "env_setup", "predict_actions", "make_training_envs", "to_tensor",
            "to_env", "final_observations", "Rollout", "collect_rollout", "RolloutAgent", "episode_metrics",
            "evaluate_policy", "finished_episodes"]

@@ -81,13 +81,16 @@ class Config:
     """Hidden layer sizes of the policy and value MLPs (vector observations)."""
     init_log_std: float = 0.0
     """Initial log standard deviation of Gaussian policies (Box actions; state-independent)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
 
     def __post_init__(self):
         require(isinstance(self.env_id, str) and self.env_id != "", "--env-id must name an environment.")
         if self.total_steps is None:      # the trainer reads total_steps: fill it now (the rest stays None)
             object.__setattr__(self, "total_steps", matching("ppo", self.env_id)["total_steps"])
         r = self.resolved()
-        positive(r, "total_steps", "num_envs", "n_steps", "minibatch_size", "n_epochs", "lr", "clip_range")
+        positive(r, "total_steps", "num_envs", "n_steps", "minibatch_size", "n_epochs", "lr", "clip_range",
+                 "eval_episodes")
         non_negative(r, "ent_coef", "vf_coef", "max_grad_norm")
         in_range(r, "gamma", 0.0, 1.0)
         in_range(r, "gae_lambda", 0.0, 1.0)

@@ -62,9 +62,11 @@ class Config:
     """Initial log standard deviation of Gaussian policies."""
     total_steps: int = 300_000
     """Environment steps to train for, summed over all envs."""
+    eval_episodes: int = 10
+    """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
 
     def __post_init__(self):
-        positive(self, "num_envs", "rollout_steps", "lr", "value_lr", "total_steps")
+        positive(self, "num_envs", "rollout_steps", "lr", "value_lr", "total_steps", "eval_episodes")
         non_negative(self, "max_grad_norm")
         in_range(self, "gamma", 0.0, 1.0)
         one_of(self, "weighting", ["episode-return", "reward-to-go", "reward-to-go-baseline"])
@@ -99,11 +101,11 @@ class Algorithm(RolloutAgent):
         self.running = {"obs": [[] for _ in range(n)], "actions": [[] for _ in range(n)],
                         "rewards": [[] for _ in range(n)]}
 
-    def _play(self) -> tuple[list[dict], list]:
-        """Play rollout_steps steps in every env; the whole episodes that ended, and their logged stats."""
+    def _play(self, steps: int) -> tuple[list[dict], list]:
+        """Play ``steps`` steps in every env; the whole episodes that ended, and their logged stats."""
         device, space = self.rt.device, self.envs.single_action_space
         complete, stats = [], []
-        for _ in range(self.config.rollout_steps):
+        for _ in range(steps):
             obs_t = to_tensor(self.obs, device)
             with torch.no_grad():
                 action = self.net.act(obs_t)
@@ -122,7 +124,9 @@ class Algorithm(RolloutAgent):
 
     def train_step(self, step: int) -> dict:
         cfg, device = self.config, self.rt.device
-        episodes, stats = self._play()
+        steps = min(cfg.rollout_steps, -(-(cfg.total_steps - step) // cfg.num_envs))   # the last one stops at the budget
+        self.step_size = cfg.num_envs * steps
+        episodes, stats = self._play(steps)
         metrics = episode_metrics(stats)
         if not episodes:
             return metrics
