@@ -22,7 +22,6 @@ import statistics
 import time
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
