@@ -15,10 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lab.errors import LabError
-from lab.media import Arrays, Image, Video
+from lab.media import Arrays, Image, Video, to_uint8_hwc
 from lab.progress import Progress
 from lab.rundir import RunDir
 
@@ -58,6 +59,16 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             raise LabError(f"{path} is corrupt: line {number} is not a metrics row with an integer step.")
         rows.append(row)
     return rows
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -158,7 +169,24 @@ class Logger:
             raise LabError(f"cannot write {folder / name}: {error.strerror}.") from None
         if self._tb is not None and isinstance(value, Image):
             self._tb.add_image(key, value.pixels(), step, dataformats="HWC")
+        if self._tb is not None and isinstance(value, Video):
+            self._add_tb_video(key, value, step)
         return path
+
+    def _add_tb_video(self, key: str, video: Video, step: int) -> None:
+        """The video in TensorBoard too; its writer needs moviepy, without which the file alone is kept."""
+        frames = torch.from_numpy(np.stack([to_uint8_hwc(f) for f in video.frames])).permute(0, 3, 1, 2)
+        try:
+            self._tb.add_video(key, frames[None], step, fps=video.fps)
+        except ImportError:
+            pass
+
+    def hparams(self, config: dict[str, Any]) -> None:
+        """The run's hyperparameters in TensorBoard's HParams tab (flattened; lists as text)."""
+        if self._tb is None:
+            return
+        flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in _flatten(config).items()}
+        self._tb.add_hparams(flat, {}, run_name=".")
 
     def _write_csv(self, row: dict[str, Any]) -> None:
         csv_path = self.run.path / "metrics.csv"

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 
-def _to_uint8_hwc(array) -> np.ndarray:
+def to_uint8_hwc(array) -> np.ndarray:
     """Float in [0, 1] or uint8, HW / HWC / CHW -> uint8 HWC with 1, 3 or 4 channels."""
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
@@ -50,7 +50,7 @@ class Image:
 
     def pixels(self) -> np.ndarray:
         """The picture as it is saved: uint8 HWC, enlarged by ``readable``."""
-        return readable(_to_uint8_hwc(self.array))
+        return readable(to_uint8_hwc(self.array))
 
     def save(self, path: Path) -> Path:
         from PIL import Image as PILImage
@@ -69,7 +69,7 @@ class Video:
     fps: int = 30
 
     def save(self, path: Path) -> Path:
-        frames = [_to_uint8_hwc(f) for f in self.frames]
+        frames = [to_uint8_hwc(f) for f in self.frames]
         try:
             import imageio.v2 as imageio
             import imageio_ffmpeg  # noqa: F401  (only checks that the MP4 writer is there)
@@ -105,7 +105,7 @@ def labelled_grid(images, row_labels: list[str], nrow: int, pad: int = 2) -> np.
     """``image_grid`` with ``nrow`` images (N, C, H, W) a row and a label left of each row, enlarged to a
     readable size first so that the text stays sharp; uint8 HWC."""
     from PIL import Image as PILImage, ImageDraw, ImageFont
-    raw = _to_uint8_hwc(image_grid(images, nrow=nrow, pad=pad))
+    raw = to_uint8_hwc(image_grid(images, nrow=nrow, pad=pad))
     factor = readable_factor(*raw.shape[:2])
     grid = readable(raw)
     height = np.shape(images)[-2]

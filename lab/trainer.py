@@ -107,6 +107,8 @@ class Trainer:
         self._warn_if_learning_never_starts(logger)
         if self.run is not None:
             self.run.write_status("running", self.step)
+            if self.step == 0:
+                logger.hparams({"algo": self.name, "config": to_dict(self.config), "options": to_dict(self.options)})
         previous_handlers = self._install_signal_handlers()
         step = self.step
         window = _Window(step)

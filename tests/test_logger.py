@@ -8,6 +8,7 @@ import sys
 import termios
 
 import numpy as np
+import pytest
 
 from lab.logger import Logger, read_metrics
 from lab.media import Image
@@ -83,3 +84,22 @@ def test_the_bar_keeps_its_width_on_a_120_column_terminal_with_many_values(monke
     line = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", screen).rstrip()
     assert len(re.search(r"\|(.*?)\|", line).group(1)) == BAR_WIDTH and "5/10" in line
     assert len(line) <= 120                    # the values are cut at the edge, the bar is not
+
+
+def test_capture_video_records_an_episode_at_each_training_evaluation(tmp_path, lab):
+    run = tmp_path / "run"
+    result = lab("train", "a2c", "--env-id", "CartPole-v1", "--total-steps", 320, "--eval-every", 160,
+                 "--eval-episodes", 1, "--capture-video", "--device", "cpu", "--run-dir", run)
+    assert result.returncode == 0, result.stderr
+    videos = sorted(p.name for p in (run / "videos").iterdir())
+    assert len(videos) == 2 and all(name.startswith("episode-step") for name in videos), videos
+
+
+def test_tensorboard_gets_the_hyperparameters(tmp_path, lab):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    run = tmp_path / "run"
+    assert lab("train", "toy", "--total-steps", 20, "--lr", 0.01, "--device", "cpu", "--run-dir", run).returncode == 0
+    tags = {value.tag for path in run.glob("events.out.tfevents.*") for event in EventFileLoader(str(path)).Load()
+            for value in event.summary.value}
+    assert "_hparams_/session_start_info" in tags and "train/loss" in tags

@@ -90,6 +90,9 @@ class Config:
     ``learning_starts`` transitions before learning again."""
     eval_episodes: int = 10
     """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
+    capture_video: bool = False
+    """Record one episode as a video at each evaluation during training (videos/, and TensorBoard with
+    the tb extra and moviepy), as CleanRL's --capture-video."""
     eval_epsilon: Optional[float] = None
     """Exploration rate during evaluation [classic: 0 (greedy); Atari: 0.05 as in Mnih et al. 2015]."""
 
@@ -308,7 +311,7 @@ class Algorithm:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, options: EvalOptions | None = None) -> dict:
-        options = options or EvalOptions(episodes=self.cfg.eval_episodes)
+        options = options or EvalOptions(episodes=self.cfg.eval_episodes, video=self.cfg.capture_video)
         epsilon = self.cfg.eval_epsilon if options.epsilon is None else options.epsilon
         require(0.0 <= epsilon <= 1.0, f"--epsilon must be in [0, 1], got {epsilon}.")
         require(options.episodes > 0, f"--episodes must be > 0, got {options.episodes}.")

@@ -60,6 +60,9 @@ class Config:
     """Environment steps to train for, summed over all envs."""
     eval_episodes: int = 10
     """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
+    capture_video: bool = False
+    """Record one episode as a video at each evaluation during training (videos/, and TensorBoard with
+    the tb extra and moviepy), as CleanRL's --capture-video."""
 
     def __post_init__(self):
         positive(self, "num_envs", "n_steps", "actor_lr", "critic_lr", "total_steps", "eval_episodes")

@@ -152,7 +152,7 @@ def evaluate_policy(net: ActorCritic, config, options: EvalOptions | None, seed:
                     device: torch.device) -> dict:
     """eval/ep_return (mean over full episodes), its std, and optionally a video of one episode, in
     ``config.env_id``; without ``options`` (evaluation during training) ``config.eval_episodes`` episodes."""
-    options = options or EvalOptions(episodes=config.eval_episodes)
+    options = options or EvalOptions(episodes=config.eval_episodes, video=config.capture_video)
     env_id = config.env_id
     was_training = net.training
     net.eval()

@@ -83,6 +83,9 @@ class Config:
     """Initial log standard deviation of Gaussian policies (Box actions; state-independent)."""
     eval_episodes: int = 10
     """Episodes per evaluation during training (``lab eval --episodes`` sets it afterwards)."""
+    capture_video: bool = False
+    """Record one episode as a video at each evaluation during training (videos/, and TensorBoard with
+    the tb extra and moviepy), as CleanRL's --capture-video."""
 
     def __post_init__(self):
         require(isinstance(self.env_id, str) and self.env_id != "", "--env-id must name an environment.")
