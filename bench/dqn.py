@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     def solved(rows):
         hits = [r for r in rows if r["solved_at"] is not None]
         if not hits:
-            return "never (0/%d)" % len(rows)
+            return f"never (0/{len(rows)})"
         return (f"{statistics.median(r['wall_s'] for r in hits):.0f} s wall, "
                 f"{statistics.median(r['solved_at'] for r in hits):,.0f} steps ({len(hits)}/{len(rows)} seeds)")
 
@@ -277,7 +277,8 @@ def main(argv=None) -> int:
         for key, label in (("wall_s", "wall"), ("cpu_s", "CPU time")):
             a = results["pong"]["ours"]["steps"] / results["pong"]["ours"][key]
             b = results["pong"]["sb3"]["steps"] / results["pong"]["sb3"][key]
-            print(f"| Pong steps/s after learning starts ({label}, {args.pong_steps:,} steps) | {a:,.1f} | {b:,.1f} | {a / b:.2f}x |")
+            print(f"| Pong steps/s after learning starts ({label}, {args.pong_steps:,} steps) | {a:,.1f} | {b:,.1f} "
+                  f"| {a / b:.2f}x |")
     sb3_bytes = memory.get("sb3")
     print(f"| Replay bytes per Atari transition | {memory['ours']:,.0f} | "
           f"{sb3_bytes:,.0f} (optimize_memory_usage: {memory.get('sb3_optimize_memory_usage', 0):,.0f}) | "

@@ -28,7 +28,6 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -141,7 +140,7 @@ class Options:
     """Models to score, among those with a likelihood: pixelcnn, vae, ddpm."""
     seed: int = 0
     """Seed of every model."""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     """Folder with the MNIST IDX files (the binarized-MNIST part runs only with them)."""
     out: ResultsPath = None
 

@@ -20,7 +20,6 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -113,7 +112,7 @@ class Options:
     """Samples scored for FID / IS."""
     device: str = "auto"
     """Torch device."""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     """Folder with the MNIST IDX files (the MNIST part runs only with them)."""
     mnist_epochs: int = 100
     """MNIST training epochs."""

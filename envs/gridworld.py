@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -106,7 +105,7 @@ GRID_BYTES_PER_STATE = 600
 """A generous estimate of what solving a generated world holds per state (map, moves, sparse T, R, V, Q)."""
 
 
-def generate_map(size: int, seed: int = 0, wall_fraction: float = 0.1, start_distance: Optional[int] = None) -> GridMap:
+def generate_map(size: int, seed: int = 0, wall_fraction: float = 0.1, start_distance: int | None = None) -> GridMap:
     """A size × size world with random walls (so fewer states than cells), a +1 terminal in the top-right
     corner, a -1 terminal below it, and the start ``start_distance`` steps from the +1 on the diagonal
     towards the bottom-left corner (in that corner when None or farther)."""
@@ -250,8 +249,8 @@ def corridor(length: int = 7, left_reward: float = 1.0, right_reward: float = 10
                     name=f"corridor-{length}")
 
 
-def make_gridworld(map: Optional[str] = None, size: Optional[int] = None, noise: float = 0.2,
-                   living_reward: float = -0.04, gamma: Optional[float] = None, seed: int = 0) -> TabularMDP:
+def make_gridworld(map: str | None = None, size: int | None = None, noise: float = 0.2,
+                   living_reward: float = -0.04, gamma: float | None = None, seed: int = 0) -> TabularMDP:
     """The world the CLI and the env ids build: a map file, a generated size × size world, or the 4×3 world.
     γ defaults to 1 for the 4×3 world and maps, 0.99 for generated worlds (whose start is then 100 steps
     from the goal)."""
@@ -273,9 +272,9 @@ def make_gridworld(map: Optional[str] = None, size: Optional[int] = None, noise:
 class GridWorldEnv(TabularEnv):
     """``lab/GridWorld-v0``: the noisy grid world (the 4×3 world by default; ``map=`` a file, ``size=`` n)."""
 
-    def __init__(self, map: Optional[str] = None, size: Optional[int] = None, noise: float = 0.2,
-                 living_reward: float = -0.04, gamma: Optional[float] = None, seed: int = 0,
-                 max_steps: int = 200, render_mode: Optional[str] = None):
+    def __init__(self, map: str | None = None, size: int | None = None, noise: float = 0.2,
+                 living_reward: float = -0.04, gamma: float | None = None, seed: int = 0,
+                 max_steps: int = 200, render_mode: str | None = None):
         super().__init__(make_gridworld(map, size, noise, living_reward, gamma, seed), max_steps, render_mode)
 
 
@@ -284,6 +283,6 @@ class CorridorEnv(TabularEnv):
 
     def __init__(self, length: int = 7, left_reward: float = 1.0, right_reward: float = 10.0, noise: float = 0.0,
                  living_reward: float = 0.0, gamma: float = 0.9, max_steps: int = 100,
-                 render_mode: Optional[str] = None):
+                 render_mode: str | None = None):
         super().__init__(corridor(length, left_reward, right_reward, noise, living_reward, gamma), max_steps,
                          render_mode)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Optional, Sequence, Union
+from typing import Any
+from collections.abc import Sequence
 
 import gymnasium
 import numpy as np
@@ -25,7 +26,7 @@ from scipy.sparse import csgraph
 from lab.errors import LabError
 from lab.memory import require_memory
 
-Transitions = Union[np.ndarray, tuple]
+Transitions = np.ndarray | tuple
 PROBABILITY_TOLERANCE = 1e-8
 
 
@@ -57,9 +58,9 @@ class TabularMDP:
     """(S, A) expected reward of each state-action pair."""
     gamma: float
     """Discount in [0, 1]."""
-    T_given: Optional[Transitions] = None
+    T_given: Transitions | None = None
     """(A, S, S) dense array or a sequence of A sparse (S, S) matrices; None when ``moves`` is given."""
-    moves: Optional[Moves] = None
+    moves: Moves | None = None
     """The compact move form, for worlds made of deterministic moves."""
     start: int = 0
     """The state episodes of the Gymnasium env start in."""
@@ -149,8 +150,8 @@ class TabularMDP:
         graph = self.successor_graph()
         reach = np.isfinite(steps_to(graph, absorbing))
         if not reach.all():
-            raise LabError(f"gamma=1 needs every state to reach a terminal state, but {self.describe_state(int(np.flatnonzero(~reach)[0]))} "
-                           "cannot; use a gamma below 1.")
+            stuck = self.describe_state(int(np.flatnonzero(~reach)[0]))
+            raise LabError(f"gamma=1 needs every state to reach a terminal state, but {stuck} cannot; use a gamma below 1.")
         exits_surely = np.ones(self.n_states, dtype=bool)   # e.g. terminal cells: every action ends the episode
         for t in self.sparse_T():
             exits_surely &= np.isclose(t @ absorbing.astype(np.float64), 1.0, rtol=0, atol=PROBABILITY_TOLERANCE)
@@ -244,7 +245,7 @@ def _trap_states(T: tuple, absorbing: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- random MDPs
-def random_mdp(n_states: int, n_actions: int, gamma: float = 0.95, successors: Optional[int] = None,
+def random_mdp(n_states: int, n_actions: int, gamma: float = 0.95, successors: int | None = None,
                seed: int = 0) -> TabularMDP:
     """A seeded random MDP: rewards uniform in [0, 1); each (s, a) leads to all states (dense, when
     ``successors`` is None) or to ``successors`` distinct random states (sparse), with random probabilities."""
@@ -286,7 +287,7 @@ class TabularEnv(gymnasium.Env):
     """
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(self, mdp: TabularMDP, max_steps: int = 200, render_mode: Optional[str] = None):
+    def __init__(self, mdp: TabularMDP, max_steps: int = 200, render_mode: str | None = None):
         if render_mode not in (None, "ansi"):
             raise LabError(f"render_mode must be None or 'ansi', got {render_mode!r}.")
         self.mdp, self.max_steps, self.render_mode = mdp, max_steps, render_mode
@@ -295,7 +296,7 @@ class TabularEnv(gymnasium.Env):
         self._rows = [sp.csr_matrix(t) for t in mdp.sparse_T()]
         self._state, self._steps = mdp.start, 0
 
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start in the model's start state, or in ``options["state"]`` when given."""
         super().reset(seed=seed)
         state = int((options or {}).get("state", self.mdp.start))
@@ -330,6 +331,6 @@ class TabularEnv(gymnasium.Env):
 class RandomMDPEnv(TabularEnv):
     """``lab/RandomMDP-v0``: a seeded random MDP (see ``random_mdp``)."""
 
-    def __init__(self, n_states: int = 10, n_actions: int = 3, successors: Optional[int] = 3, gamma: float = 0.95,
-                 mdp_seed: int = 0, max_steps: int = 200, render_mode: Optional[str] = None):
+    def __init__(self, n_states: int = 10, n_actions: int = 3, successors: int | None = 3, gamma: float = 0.95,
+                 mdp_seed: int = 0, max_steps: int = 200, render_mode: str | None = None):
         super().__init__(random_mdp(n_states, n_actions, gamma, successors, mdp_seed), max_steps, render_mode)

@@ -73,7 +73,7 @@ class ImageSet:
     """Number of discrete values a pixel takes: pixel = k / (levels - 1), k in 0..levels-1 (17 for
     digits, 256 for 8-bit sets, 2 binarized); None once interpolation has made the values continuous."""
 
-    def binarized(self, seed: int = TEST_BINARIZATION_SEED) -> "ImageSet":
+    def binarized(self, seed: int = TEST_BINARIZATION_SEED) -> ImageSet:
         """Each pixel drawn once as Bernoulli(gray level) with a fixed seed: the binary test split
         every likelihood in the lab is scored on (training batches are binarized afresh each time)."""
         return ImageSet(binarize_once(self.images, seed), self.labels, self.num_classes, self.name, 2)
@@ -131,7 +131,7 @@ def fit_size(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=size < h)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _inverse_resize(h: int, size: int) -> torch.Tensor:
     """The least-squares inverse (h, size) of ``fit_size``'s resize along one axis (bilinear resizing
     is separable and linear: one (size, h) matrix per axis)."""

@@ -156,7 +156,8 @@ class Agent(_Loaded):
             return self.algorithm.predict(obs[None], deterministic)[0], state
         if obs.shape[1:] == shape:
             return self.algorithm.predict(obs, deterministic), state
-        raise LabError(f"observation of shape {obs.shape}; this agent takes {shape} or a batch (N, {', '.join(map(str, shape))}).")
+        batch = ", ".join(map(str, shape))
+        raise LabError(f"observation of shape {obs.shape}; this agent takes {shape} or a batch (N, {batch}).")
 
     def evaluate(self, episodes: int = 10, video: bool = False, **options: Any) -> dict[str, Any]:
         """Play ``episodes`` evaluation episodes: the numbers `lab eval` prints for the same options

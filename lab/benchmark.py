@@ -6,20 +6,20 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import tyro
 
 from lab.cli import parse_flags
 
-O = TypeVar("O")
+Options = TypeVar("Options")
 
-ResultsPath = Annotated[Optional[Path], tyro.conf.arg(
+ResultsPath = Annotated[Path | None, tyro.conf.arg(
     help="Where to write the JSON results (default: a new runs/bench/NAME-<time>.json; name a file in "
          "bench/results/ to update the committed results).")]
 
 
-def parse(options_cls: type[O], argv: list[str] | None, name: str) -> O:
+def parse(options_cls: type[Options], argv: list[str] | None, name: str) -> Options:
     """The benchmark's options from its command line (``lab bench NAME --help`` documents them)."""
     return parse_flags(options_cls, list(argv or []), f"lab bench {name}", config=(tyro.conf.OmitArgPrefixes,))
 

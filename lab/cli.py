@@ -22,7 +22,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Generic, Literal, Optional, TypeVar
+from typing import Annotated, Generic, Literal, TypeVar
 
 import tyro
 
@@ -32,7 +32,7 @@ from lab.runtime import RunOptions
 
 C = TypeVar("C")
 _TYRO = (tyro.conf.OmitArgPrefixes,)
-Device = Optional[Literal["auto", "cpu", "cuda", "mps"]]
+Device = Literal["auto", "cpu", "cuda", "mps"] | None
 
 LISTINGS = {
     "algorithms": "lab.registry:describe",
@@ -47,10 +47,10 @@ DELEGATED = {"solve": "rl.mdp.cli:main"}
 class TrainCommand(Generic[C]):
     algo: C
     run: RunOptions = RunOptions()
-    preset: Optional[str] = None
+    preset: str | None = None
     """Start from this preset (lab/presets/ALGO.toml; by default the one matching the env or data fills
     only the fields left unset). Precedence: field defaults < --preset < --config < flags."""
-    config: Optional[Path] = None
+    config: Path | None = None
     """Start from this JSON / TOML file of fields, or a run's config.json (rerun it, e.g. with another --seed)."""
 
 
@@ -59,7 +59,7 @@ class ResumeCommand:
     """Continue a run from its last checkpoint, exactly where it stopped."""
     run_dir: tyro.conf.Positional[Path]
     """The run folder to continue."""
-    total_steps: Optional[int] = None
+    total_steps: int | None = None
     """Train until this step instead of the saved total."""
     device: Device = None
     """Train on this device instead of the saved one."""
@@ -74,18 +74,19 @@ class ExportCommand:
     """safetensors: every network's weights; diffusers: a DDPM run as a DDPMPipeline folder."""
     checkpoint: str = "best"
     """best, last or a checkpoint path."""
-    out: Optional[Path] = None
+    out: Path | None = None
     """Folder to write (default: RUN_DIR/export-FORMAT)."""
 
 
 @dataclass(frozen=True)
 class PlotCommand:
-    """Draw learning curves of one or more runs (aggregated over runs of the same config) as a PNG; `lab eval` results as points."""
+    """Draw learning curves of one or more runs (aggregated over runs of the same config) as a PNG; `lab eval`
+    results as points."""
     run_dirs: tyro.conf.Positional[tuple[Path, ...]]
     """Run folders to plot."""
     metric: tuple[str, ...] = ()
     """Metric keys to draw (default: the usual return / loss / FID keys the runs have)."""
-    out: Optional[Path] = None
+    out: Path | None = None
     """Where to write the PNG (default: RUN_DIR/plots/curves.png, or runs/curves-<time>.png for several runs)."""
     aggregate: Literal["mean-std", "mean-ci", "iqm-ci"] = "mean-std"
     """Across seeds: mean ± std, mean with a 95% bootstrap interval, or the interquartile mean with one (rliable)."""

@@ -23,7 +23,7 @@ from lab.errors import LabError
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def presets(algo: str) -> dict[str, dict[str, Any]]:
     """The presets of ``algo`` by name (empty when it has none)."""
     path = PRESET_DIR / f"{algo}.toml"

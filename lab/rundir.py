@@ -101,7 +101,7 @@ class RunDir:
         return path
 
     @classmethod
-    def create(cls, path: Path, config: dict[str, Any]) -> "RunDir":
+    def create(cls, path: Path, config: dict[str, Any]) -> RunDir:
         """Make the folder (it must not hold a run already), take its lock and write config.json."""
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -126,7 +126,7 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: Path) -> "RunDir":
+    def open(cls, path: Path) -> RunDir:
         """An existing run folder; a clear error if it is missing or has no readable config.json."""
         path = Path(path)
         if not path.is_dir():

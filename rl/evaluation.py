@@ -1,7 +1,7 @@
 """Greedy (or epsilon) evaluation of any agent, and a video of it playing; shared by every RL algorithm."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

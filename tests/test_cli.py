@@ -90,6 +90,9 @@ def test_one_tensorboard_events_writer_per_run_not_per_command(tmp_path, lab, mo
         def add_scalar(self, *args):
             pass
 
+        def add_hparams(self, *args, **kwargs):
+            pass
+
         def close(self):
             pass
 

@@ -96,7 +96,8 @@ def test_prediction_targets_convert_back(schedule):
 def perfect(schedule, x0, prediction):
     """The exact network output for known x_0: the ε (or v, or x_0) that explains x_t."""
     def denoise(x, t):
-        a, s = schedule.sqrt_alphas_cumprod[t][:, None, None, None], schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None, None]
+        a = schedule.sqrt_alphas_cumprod[t][:, None, None, None]
+        s = schedule.sqrt_one_minus_alphas_cumprod[t][:, None, None, None]
         eps = (x - a * x0) / s
         return schedule.target(prediction, x0, t, eps)
     return denoise

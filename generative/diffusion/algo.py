@@ -20,7 +20,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +47,9 @@ class Config:
 
     data: str = "digits"
     """Data set: digits / mnist / fashion-mnist / cifar10 images, or the 2-D toys ring8, grid25, moons, swissroll."""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     """Folder holding MNIST / Fashion-MNIST / CIFAR-10 files (default $LAB_DATA_DIR, else ./data)."""
-    image_size: Optional[int] = None
+    image_size: int | None = None
     """Train on images this many pixels a side (default: 16 for digits, the native size otherwise)."""
     binarize: bool = False
     """Model binary images: training batches drawn afresh as Bernoulli(gray levels), the test split once
@@ -84,9 +83,9 @@ class Config:
     """Hidden units of the 2-D toy denoiser."""
     mlp_depth: int = 3
     """Residual layers of the 2-D toy denoiser."""
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     """Training examples per optimizer step (default: 64 for images, 256 for the 2-D toys)."""
-    lr: Optional[float] = None
+    lr: float | None = None
     """Adam learning rate, warmed up linearly from 0 then decayed to 0 along a cosine (default: 1e-3 for
     images, 2e-3 for the 2-D toys)."""
     warmup_steps: int = 100
@@ -136,7 +135,7 @@ class Config:
                     f"--image-size must be in [4, 64] and divisible by {levels} "
                     f"(one halving per extra --channel-mults level), got {size}.")
 
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         """A copy with the derived defaults written in: batch size, learning rate and image size from the
         data set's preset (lab/presets/ddpm.toml), the native size for image sets it leaves open."""
         filled = fill_unset(self, "ddpm", self.data)
@@ -196,7 +195,7 @@ class SampleOptions:
     """DDIM noise scale η (0: deterministic given x_T)."""
     variance: Variance = "beta_tilde"
     """Ancestral σ_t²: beta_tilde (the posterior variance β̃_t) or beta (β_t)."""
-    label: Optional[int] = None
+    label: int | None = None
     """Class to draw (conditional models; default: the classes in turn)."""
     guidance: float = 1.0
     """Classifier-free guidance scale w (1: plain conditional, 0: unconditional, >1: sharper classes)."""

@@ -12,7 +12,7 @@ No network lives here: the reverse process is a callable.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

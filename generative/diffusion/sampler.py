@@ -6,7 +6,8 @@ tensor work on the device (timesteps indexed from a device tensor by Python ints
 """
 from __future__ import annotations
 
-from typing import Callable, Literal, get_args
+from typing import Literal, get_args
+from collections.abc import Callable
 
 import torch
 

@@ -80,7 +80,7 @@ class NoiseSchedule:
         self.posterior_coef_xt = posterior_coef_xt.to(**cast)
 
     @classmethod
-    def create(cls, kind: str = "linear", num_steps: int = 1000, device="cpu", dtype=torch.float32) -> "NoiseSchedule":
+    def create(cls, kind: str = "linear", num_steps: int = 1000, device="cpu", dtype=torch.float32) -> NoiseSchedule:
         return cls(make_betas(kind, num_steps), device, dtype)
 
     # ------------------------------------------------------------------ forward process

@@ -14,7 +14,6 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -36,7 +35,7 @@ class Config:
 
     data: str = "digits"
     """Image set: digits, mnist, fashion-mnist or cifar10."""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     """Folder holding the MNIST / Fashion-MNIST / CIFAR-10 files (default $LAB_DATA_DIR, else ./data)."""
     width: int = 32
     """Channels of the first conv block (doubled in each of the next two)."""

@@ -32,7 +32,7 @@ def modes_captured(samples: torch.Tensor, toy: Toy2D, min_share: float = MIN_MOD
     return int((counts >= math.ceil(min_share * len(samples) - 1e-9)).sum())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _curve(name: str) -> torch.Tensor:
     """20,000 points on the noiseless curve of moons / swissroll."""
     return Toy2D(name, None, 0.0).sample(20_000, torch.Generator().manual_seed(0)).double()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -38,7 +37,7 @@ class Config:
     data: str = "digits"
     """One-channel image data set with discrete levels: digits (17 levels, ships with scikit-learn),
     mnist or fashion-mnist (256 levels, files under --data-dir)."""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     """Folder holding the mnist / fashion-mnist files (default $LAB_DATA_DIR, else ./data)."""
     binarize: bool = False
     """Model binary pixels (2 levels): training batches binarized afresh, the test split once with a
@@ -97,7 +96,7 @@ class SampleOptions:
     """Number of images."""
     seed: int = 0
     """Seed of the draws."""
-    label: Optional[int] = None
+    label: int | None = None
     """Class to draw (conditional models; default: the classes in turn)."""
 
     def __post_init__(self):

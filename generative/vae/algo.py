@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 
@@ -51,7 +51,7 @@ class Config:
 
     data: str = "digits"
     """Image data set: digits (8x8, ships with scikit-learn), mnist, fashion-mnist, cifar10."""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     """Folder holding the mnist / fashion-mnist / cifar10 files (default $LAB_DATA_DIR, else ./data)."""
     net: Literal["conv", "mlp"] = "conv"
     """Encoder/decoder pair: conv (strided convolutions) or mlp (two hidden layers each way)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -42,21 +42,21 @@ class Config:
     total_steps: int = 50_000
     """Environment steps to train for, summed over all envs (an Atari step is 4 frames; the published
     Atari runs take 10,000,000)."""
-    num_envs: Optional[int] = None
+    num_envs: int | None = None
     """Environments stepped together, epsilon-greedy each [classic: 1; Atari: 1]."""
-    buffer_size: Optional[int] = None
+    buffer_size: int | None = None
     """Replay capacity in transitions [classic: 100,000; Atari: 1,000,000, ~7.1 GB of frames]."""
-    learning_starts: Optional[int] = None
+    learning_starts: int | None = None
     """Environment steps of experience gathered before the first gradient step [classic: 1,000; Atari: 80,000]."""
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     """Transitions per gradient step [classic: 64; Atari: 32]."""
-    lr: Optional[float] = None
+    lr: float | None = None
     """Adam learning rate [classic: 2.3e-3; Atari: 1e-4]."""
-    train_freq: Optional[int] = None
+    train_freq: int | None = None
     """Run ``gradient_steps`` gradient steps every this many environment steps [classic: 64; Atari: 4]."""
-    gradient_steps: Optional[int] = None
+    gradient_steps: int | None = None
     """Gradient steps per training round [classic: 32; Atari: 1]."""
-    target_period: Optional[int] = None
+    target_period: int | None = None
     """Update the target network every this many environment steps [classic: 10; Atari: 1,000]."""
     tau: float = 1.0
     """Target update: theta_target <- tau theta + (1 - tau) theta_target (1: hard copy; < 1: Polyak)."""
@@ -64,9 +64,9 @@ class Config:
     """Discount factor."""
     epsilon_start: float = 1.0
     """Exploration rate at step 0."""
-    epsilon_end: Optional[float] = None
+    epsilon_end: float | None = None
     """Exploration rate after the linear decay [classic: 0.04; Atari: 0.01]."""
-    exploration_fraction: Optional[float] = None
+    exploration_fraction: float | None = None
     """Fraction of ``total_steps`` over which epsilon decays linearly [classic: 0.16; Atari: 0.10]."""
     loss: Literal["huber", "mse"] = "huber"
     """TD loss: Huber (smooth L1, the clipped error of the Nature paper) or squared error."""
@@ -76,7 +76,7 @@ class Config:
     """Double DQN: the online network picks the next action, the target network values it."""
     n_step: int = 1
     """Bootstrap after n rewards: sum_k gamma^k r_(t+k) + gamma^n max_a Q_target(s_(t+n), a)."""
-    hidden: Optional[tuple[int, ...]] = None
+    hidden: tuple[int, ...] | None = None
     """Hidden layer sizes of the MLP Q-network [classic: 128 128; Atari: unused, images go through
     the Nature CNN (3 conv + 512)]."""
     sticky_actions: bool = False
@@ -93,7 +93,7 @@ class Config:
     capture_video: bool = False
     """Record one episode as a video at each evaluation during training (videos/, and TensorBoard with
     the tb extra and moviepy), as CleanRL's --capture-video."""
-    eval_epsilon: Optional[float] = None
+    eval_epsilon: float | None = None
     """Exploration rate during evaluation [classic: 0 (greedy); Atari: 0.05 as in Mnih et al. 2015]."""
 
     def __post_init__(self):
@@ -118,7 +118,7 @@ class Config:
                 "transitions the buffer holds when learning starts; raise --learning-starts (and --buffer-size) "
                 "or lower --batch-size.")
 
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         """A copy with every unset field taken from the preset of its env family."""
         return fill_unset(self, "dqn", self.env_id)
 
@@ -129,7 +129,7 @@ class EvalOptions:
 
     episodes: int = 30
     """Full-game episodes to play; the mean and std of their returns are reported."""
-    epsilon: Optional[float] = None
+    epsilon: float | None = None
     """Exploration rate while playing (default: the run's eval epsilon, 0 classic / 0.05 Atari)."""
     video: bool = False
     """Also record one episode as a video in the run folder (videos/)."""

@@ -82,7 +82,8 @@ class ReplayBuffer:
         self.head = np.full(num_envs, -1, dtype=np.int64)
         self.count = np.zeros(num_envs, dtype=np.int64)
         self.starting = np.ones(num_envs, dtype=bool)   # the next obs of these envs begins an episode
-        self.head_on_device = torch.from_numpy(self.head) if self.on_host else torch.zeros(num_envs, dtype=torch.int64, device=self.device)
+        self.head_on_device = (torch.from_numpy(self.head) if self.on_host
+                               else torch.zeros(num_envs, dtype=torch.int64, device=self.device))
         self.all_envs = np.arange(num_envs)
         self.stack_offsets = torch.arange(-frame_stack + 1, 1, device=self.device)
         self.step_offsets = torch.arange(n_step, device=self.device)

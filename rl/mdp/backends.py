@@ -13,7 +13,7 @@ and the solvers (rl/mdp/solvers.py) are written once on top of them.
 from __future__ import annotations
 
 import warnings
-from typing import Literal, Optional, get_args
+from typing import Literal, get_args
 
 import numpy as np
 import scipy.sparse as sp
@@ -135,7 +135,7 @@ class TorchBackend:
     model is dense."""
     name = "torch"
 
-    def __init__(self, mdp: TabularMDP, device: Optional[str] = None):
+    def __init__(self, mdp: TabularMDP, device: str | None = None):
         import torch
         self.torch, self.mdp, self.gamma = torch, mdp, float(mdp.gamma)
         try:
@@ -195,7 +195,7 @@ def _has_compass_moves(mdp: TabularMDP) -> bool:
     return mdp.moves is not None and mdp.moves.successors.shape[1] == 4
 
 
-def make_backend(mdp: TabularMDP, name: str = "auto", device: Optional[str] = None):
+def make_backend(mdp: TabularMDP, name: str = "auto", device: str | None = None):
     """The backend called ``name``; 'auto' picks moves for grid worlds, dense for small dense models, else sparse."""
     if name not in BACKENDS:
         raise LabError(f"--backend must be one of {', '.join(BACKENDS)}; got {name!r}.")

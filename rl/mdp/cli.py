@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import tyro
@@ -44,15 +44,15 @@ class SolveCommand:
     """The solver."""
     living_reward: float = -0.04
     """Reward of each step in a non-terminal cell of the grid world or the corridor."""
-    gamma: Optional[float] = None
+    gamma: float | None = None
     """Discount in [0, 1]; default 1 for the 4×3 world and maps, 0.99 for --size worlds, 0.9 for the corridor,
     0.95 for random MDPs."""
     noise: float = 0.2
     """Probability of slipping 90° (half to each side) instead of moving as intended (in the corridor a
     slip stays in place)."""
-    map: Optional[Path] = None
+    map: Path | None = None
     """Grid world: a text map ('.', '#', 'S', 'T<reward>' terminal, or a number: that cell's reward)."""
-    size: Optional[int] = None
+    size: int | None = None
     """Grid world: generate a size × size world with random walls instead of the 4×3 world."""
     length: int = 7
     """Corridor: number of cells, both ends terminal."""
@@ -64,7 +64,7 @@ class SolveCommand:
     """Random MDP: number of states."""
     actions: int = 4
     """Random MDP: number of actions."""
-    successors: Optional[int] = None
+    successors: int | None = None
     """Random MDP: successors per state-action (sparse); all states when not given (dense)."""
     seed: int = 0
     """Seed of generated worlds and random MDPs."""
@@ -77,13 +77,13 @@ class SolveCommand:
     on the sup-norm test."""
     evaluation: Literal["exact", "iterative"] = "exact"
     """Policy iteration: evaluate by a linear solve or by iterated Bellman expectation backups."""
-    eval_sweeps: Optional[int] = None
+    eval_sweeps: int | None = None
     """Policy iteration with iterative evaluation: sweeps per evaluation (modified policy iteration);
     until convergence when not given."""
     backend: Backend = "auto"
     """Where the arithmetic runs: NumPy dense, SciPy sparse (fused numba sweeps), the grid world's move
     stencil, or torch (on the GPU when there is one); auto picks moves for grid worlds."""
-    device: Optional[str] = None
+    device: str | None = None
     """Torch backend: the device (default cuda when available, else cpu)."""
     sweep_living_reward: tuple[float, ...] = ()
     """Solve the grid world once per living reward given here and draw one policy panel each (the notes'
@@ -92,7 +92,7 @@ class SolveCommand:
     """Print the solution as JSON to stdout instead of text."""
     runs_dir: Path = Path("runs")
     """Where run folders are created."""
-    run_dir: Optional[Path] = None
+    run_dir: Path | None = None
     """Exact run folder to create instead of runs/solve-<env>-<algo>-<time>-s<seed>."""
 
     def __post_init__(self):
@@ -112,7 +112,7 @@ class SolveCommand:
                 "--sweep-living-reward applies to --env gridworld only.")
 
 
-def build_mdp(cmd: SolveCommand, living_reward: Optional[float] = None) -> TabularMDP:
+def build_mdp(cmd: SolveCommand, living_reward: float | None = None) -> TabularMDP:
     living = cmd.living_reward if living_reward is None else living_reward
     if cmd.env == "gridworld":
         return make_gridworld(None if cmd.map is None else str(cmd.map), cmd.size, cmd.noise, living, cmd.gamma, cmd.seed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -75,7 +75,7 @@ def _span_estimate(V, lo: float, hi: float, stop: Stop, gamma: float):
     return V + gamma / (1 - gamma) * (lo + hi) / 2
 
 
-def _prepare(mdp: TabularMDP, backend: str, device: Optional[str]):
+def _prepare(mdp: TabularMDP, backend: str, device: str | None):
     mdp.require_finite_values()
     return make_backend(mdp, backend, device)
 
@@ -89,7 +89,7 @@ def _finish(algo, be, V, iterations, residual, start, converged, **kwargs) -> So
 
 # ---------------------------------------------------------------- value iteration
 def value_iteration(mdp: TabularMDP, eps: float = 1e-6, stop: Stop = "span", gauss_seidel: bool = False,
-                    backend: str = "auto", device: Optional[str] = None, max_sweeps: int = 1_000_000) -> Solution:
+                    backend: str = "auto", device: str | None = None, max_sweeps: int = 1_000_000) -> Solution:
     """Repeat the Bellman optimality backup until the residual meets the ε-optimality bound.
     Gauss–Seidel updates V in place (each state sees the values already updated in this sweep); it always
     stops on the sup-norm test, since the span bounds hold for the plain (Jacobi) backup only."""
@@ -119,7 +119,7 @@ def value_iteration(mdp: TabularMDP, eps: float = 1e-6, stop: Stop = "span", gau
 
 # ---------------------------------------------------------------- Q iteration
 def q_iteration(mdp: TabularMDP, eps: float = 1e-6, stop: Stop = "span", backend: str = "auto",
-                device: Optional[str] = None, max_sweeps: int = 1_000_000) -> Solution:
+                device: str | None = None, max_sweeps: int = 1_000_000) -> Solution:
     """Repeat Q(s,a) <- R(s,a) + γ Σ_s' T(s,a,s') max_a' Q(s',a') with the same stopping test on max_a Q."""
     threshold = stopping_threshold(eps, mdp.gamma, stop)
     be = _prepare(mdp, backend, device)
@@ -196,7 +196,7 @@ def evaluate_iterative(be, policy, V, threshold: float, max_sweeps: int) -> tupl
 
 
 def evaluate_policy(mdp: TabularMDP, policy, method: Literal["exact", "iterative"] = "exact", eps: float = 1e-10,
-                    backend: str = "auto", device: Optional[str] = None,
+                    backend: str = "auto", device: str | None = None,
                     max_sweeps: int = 1_000_000) -> tuple[np.ndarray, np.ndarray]:
     """(V^π, Q^π) of a deterministic policy (S,) of action indices."""
     policy = _check_policy(mdp, policy)
@@ -229,8 +229,8 @@ def proper_policy(mdp: TabularMDP) -> np.ndarray:
 
 
 def policy_iteration(mdp: TabularMDP, evaluation: Literal["exact", "iterative"] = "exact",
-                     eval_sweeps: Optional[int] = None, eps: float = 1e-6, backend: str = "auto",
-                     device: Optional[str] = None, max_iterations: int = 10_000) -> Solution:
+                     eval_sweeps: int | None = None, eps: float = 1e-6, backend: str = "auto",
+                     device: str | None = None, max_iterations: int = 10_000) -> Solution:
     """Evaluate the policy, improve it greedily, until it is stable (no state changes its action).
 
     evaluation='exact' solves the linear system; 'iterative' sweeps the Bellman expectation backup until

@@ -22,7 +22,6 @@ of the env (lab/presets/ppo.toml, each value's source named).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
@@ -42,40 +41,40 @@ class Config:
 
     env_id: str = "CartPole-v1"
     """Gymnasium id with Discrete or bounded 1-D Box actions, or an Atari id (ALE/Breakout-v5)."""
-    total_steps: Optional[int] = None
+    total_steps: int | None = None
     """Environment steps to train for, summed over all envs; filled in from the preset when the config is
     made [CartPole/Acrobot/Pendulum/Atari/other: 100k/1M/100k/10M/500k]."""
-    num_envs: Optional[int] = None
+    num_envs: int | None = None
     """Environments stepped together (N) [CartPole/Acrobot/Pendulum/Atari/other: 8/16/4/8/4]."""
-    n_steps: Optional[int] = None
+    n_steps: int | None = None
     """Steps per env in each rollout (n); an update learns from N x n steps [32/256/1024/128/128]."""
-    minibatch_size: Optional[int] = None
+    minibatch_size: int | None = None
     """Steps per minibatch; must divide N x n [256/64/64/256/128]."""
-    n_epochs: Optional[int] = None
+    n_epochs: int | None = None
     """Passes over each rollout [20/4/10/4/4]."""
-    lr: Optional[float] = None
+    lr: float | None = None
     """Adam learning rate (eps 1e-5) [1e-3/3e-4/1e-3/2.5e-4/2.5e-4]."""
-    anneal_lr: Optional[bool] = None
+    anneal_lr: bool | None = None
     """Anneal the learning rate linearly to 0 over total_steps [True/False/False/True/True]."""
-    clip_range: Optional[float] = None
+    clip_range: float | None = None
     """epsilon of the clipped surrogate [0.2/0.2/0.2/0.1/0.2]."""
-    anneal_clip_range: Optional[bool] = None
+    anneal_clip_range: bool | None = None
     """Anneal epsilon linearly to 0 over total_steps [True/False/False/True/False]."""
-    clip_value_loss: Optional[bool] = None
+    clip_value_loss: bool | None = None
     """Clip the value prediction to within epsilon of the acting critic's [False/False/False/False/True]."""
-    gamma: Optional[float] = None
+    gamma: float | None = None
     """Discount factor [0.98/0.99/0.9/0.99/0.99]."""
-    gae_lambda: Optional[float] = None
+    gae_lambda: float | None = None
     """lambda of GAE(lambda) [0.8/0.94/0.95/0.95/0.95]."""
-    ent_coef: Optional[float] = None
+    ent_coef: float | None = None
     """Weight of the entropy bonus [0/0/0/0.01/0.01]."""
-    vf_coef: Optional[float] = None
+    vf_coef: float | None = None
     """Weight of the value loss (mean squared error) [0.5/0.5/0.5/0.5/0.25]."""
     max_grad_norm: float = 0.5
     """Clip the global gradient norm to this value (0: no clipping)."""
     normalize_advantage: bool = True
     """Standardise the advantages of each minibatch."""
-    target_kl: Optional[float] = None
+    target_kl: float | None = None
     """Stop an update's epochs once the approximate KL(pi_old || pi) of an epoch's last minibatch passes this."""
     hidden: tuple[int, ...] = (64, 64)
     """Hidden layer sizes of the policy and value MLPs (vector observations)."""
@@ -104,7 +103,7 @@ class Config:
                 f"--minibatch-size {r.minibatch_size} must divide the {batch} steps of a rollout "
                 f"(--num-envs {r.num_envs} x --n-steps {r.n_steps}).")
 
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         """A copy with every unset field taken from the env's preset."""
         return fill_unset(self, "ppo", self.env_id)
 
