@@ -5,7 +5,7 @@ values), and the trainer records them.
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -15,8 +15,9 @@ class Algorithm(Protocol):
     environments for an RL algorithm that steps all of them once; 1 for one optimizer step). The trainer
     reads it after each ``train_step``, so a last, shorter step can stop a run at its ``total_steps``."""
 
-    best_metric: ClassVar[tuple[str, str] | None]
-    """(metric key, "max" or "min") that decides checkpoints/best.pt, or None for no best.pt."""
+    best_metric: tuple[str, str] | None
+    """(metric key, "max" or "min") that decides checkpoints/best.pt, or None for no best.pt; an attribute
+    of the instance (it may depend on the config, e.g. no best.pt for a GAN on a 2-D toy)."""
 
     # optional: ``learning_from: int``, the step of the first update (DQN's learning starts); the
     # trainer warns when a run ends before it.

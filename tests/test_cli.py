@@ -1,4 +1,5 @@
 """The `lab` command: help, listing, and one clear sentence for every kind of bad input."""
+import dataclasses
 import json
 import sys
 import types
@@ -7,6 +8,8 @@ import pytest
 
 from lab.config import from_dict, to_dict
 from conftest import ROOT
+from lab import registry
+from lab.runtime import RunOptions
 from lab.toy import Config
 
 
@@ -19,11 +22,13 @@ def assert_one_line_error(result, *words):
         assert word in err, err
 
 
-def test_help_documents_every_field(lab):
-    result = lab("train", "toy", "--help")
+@pytest.mark.parametrize("algo", sorted(registry.ALGORITHMS))
+def test_help_documents_every_field(lab, algo):
+    result = lab("train", algo, "--help")
     assert result.returncode == 0
-    for flag in ("--lr", "--batch-size", "--total-steps", "--seed", "--device", "--precision", "--compile"):
-        assert flag in result.stdout
+    _, module = registry.get(algo)
+    for field in dataclasses.fields(module.Config) + dataclasses.fields(RunOptions):
+        assert "--" + field.name.replace("_", "-") in result.stdout, field.name
     assert lab("--help").returncode == 0
 
 

@@ -167,7 +167,7 @@ class EvalOptions:
     sampler: SamplerName = "ddim"
     """ddpm (ancestral) or ddim."""
     steps: int = 50
-    """Sampling steps (0: all T)."""
+    """Sampling steps (0: all T for ddpm; min(50, T) for ddim)."""
     eta: float = 0.0
     """DDIM noise scale η (0: deterministic)."""
     guidance: float = 1.0
