@@ -18,7 +18,6 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -51,9 +50,9 @@ class Config:
     data: str = "ring8"
     """Data set: ring8 or grid25 (the mode-collapse benchmarks), moons, swissroll, or digits / mnist /
     fashion-mnist / cifar10 images."""
-    data_dir: Optional[Path] = None
+    data_dir: Path | None = None
     """Folder holding MNIST / Fashion-MNIST / CIFAR-10 files (default $LAB_DATA_DIR, else ./data)."""
-    image_size: Optional[int] = None
+    image_size: int | None = None
     """Train on images resized to this many pixels a side, 8 to 32 (default: the data's native size;
     digits may use 8, 16 or 32; mnist 28 or 32)."""
     loss: str = "non-saturating"
@@ -66,7 +65,7 @@ class Config:
     (one-hot planes appended to its input)."""
     spectral_norm: bool = False
     """Spectrally normalise every discriminator layer (largest singular value 1)."""
-    latent_dim: Optional[int] = None
+    latent_dim: int | None = None
     """Dimension of the generator's Gaussian input z (default: 2 on the 2-D toys, as in the VEEGAN / PacGAN
     benchmarks, 64 for images)."""
     hidden: int = 128
@@ -77,14 +76,14 @@ class Config:
     """Channels of the DCGAN discriminator's first layer (and the generator's last hidden layer)."""
     batch_size: int = 256
     """Real (and generated) samples per discriminator and per generator update."""
-    n_critic: Optional[int] = None
+    n_critic: int | None = None
     """Discriminator updates per generator update (default as published: 5 for wgan-gp and hinge, else 1)."""
-    lr: Optional[float] = None
+    lr: float | None = None
     """Adam learning rate of both networks (default as published: 1e-4 for wgan-gp, else 2e-4; except
     5e-4 for minimax / non-saturating on the 2-D toys, measured to reach the modes faster there)."""
-    beta1: Optional[float] = None
+    beta1: float | None = None
     """Adam beta1 (default as published: 0.5 for minimax / non-saturating, 0 for wgan-gp / hinge)."""
-    beta2: Optional[float] = None
+    beta2: float | None = None
     """Adam beta2 (default as published: 0.999 for minimax / non-saturating, 0.9 for wgan-gp / hinge)."""
     gp_weight: float = 10.0
     """lambda, the weight of the WGAN-GP gradient penalty."""
@@ -135,7 +134,7 @@ class Config:
         """The latent dimension: the flag, else 2 on the toys and 64 for images."""
         return self.latent_dim or (2 if self.toy else 64)
 
-    def resolved(self) -> "Config":
+    def resolved(self) -> Config:
         """A copy with the derived defaults written in: the loss's published n_critic, lr and betas,
         the latent dimension, and the image size of image data."""
         n_critic, lr, beta1, beta2 = self.hyperparameters()
@@ -167,9 +166,9 @@ class SampleOptions:
     """Options of `lab sample` for a GAN run."""
     n: int = 64
     """How many samples to draw."""
-    label: Optional[int] = None
+    label: int | None = None
     """Class to draw (conditional runs; default: every class in turn)."""
-    truncation: Optional[float] = None
+    truncation: float | None = None
     """Truncation trick: redraw latent entries whose magnitude exceeds this (BigGAN); default none."""
     seed: int = 0
     """Seed of the latents."""

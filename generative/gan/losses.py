@@ -9,7 +9,7 @@ batch and is *minimized* by its player.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
