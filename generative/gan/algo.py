@@ -157,7 +157,7 @@ class Config:
 @dataclass(frozen=True)
 class EvalOptions:
     """Options of `lab eval` for a GAN run."""
-    samples: int = 0
+    n: int = 0
     """Samples to score (0: the run's --eval-samples)."""
 
 
@@ -337,7 +337,7 @@ class Algorithm:
 
     @torch.no_grad()
     def evaluate(self, options: EvalOptions | None = None) -> dict:
-        n = options.samples if options is not None and options.samples > 0 else self.config.eval_samples
+        n = options.n if options is not None and options.n > 0 else self.config.eval_samples
         rng = torch.Generator(self.rt.device).manual_seed(self.rt.seed + 3)   # the same latents every time
         z = truncated_normal((n, self.config.z_dim), None, rng, self.rt.device)
         labels = self._labels(n)
