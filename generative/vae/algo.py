@@ -155,6 +155,7 @@ class Algorithm:
         self.model = VAE(encoder, decoder, likelihood, config.latent_dim).to(runtime.device)
         self.train_model = runtime.wrap(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.noise_rng = torch.Generator(runtime.device).manual_seed(runtime.seed + 1)   # the same on every process
 
     def _binarized(self, images: torch.Tensor) -> torch.Tensor:
         """The targets p(x|z) scores: binary pixels for the Bernoulli likelihood, else the gray levels."""
@@ -170,12 +171,14 @@ class Algorithm:
 
     # ------------------------------------------------------------------ training
     def train_step(self, step: int) -> dict:
-        (x,) = next(self.batches)
-        x = x[self.rt.shard(self.config.batch_size)]
+        (x,) = next(self.batches)           # the global batch, and its noise: each process keeps its rows
         if self.dynamic:
-            x = torch.bernoulli(x)   # dynamic binarization: a fresh binary image every time
+            x = torch.bernoulli(x, generator=self.noise_rng)   # dynamic binarization: a fresh binary image every time
+        eps = torch.randn((len(x), self.config.latent_dim), generator=self.noise_rng, device=x.device)
+        rows = self.rt.shard(self.config.batch_size)
+        x, eps = x[rows], eps[rows]
         with self.rt.autocast():
-            log_px_z, kl_per_dim = self.train_model(x)
+            log_px_z, kl_per_dim = self.train_model(x, eps)
         kl = kl_per_dim.sum(-1)
         beta = self._kl_weight(step)
         # the ELBO: E_q(z|x)[log p(x|z)] − KL(q(z|x) || p(z)), one z per example (β, warm-up, free bits optional)
@@ -275,7 +278,7 @@ class Algorithm:
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "batches": self.batches.state_dict()}
+                "batches": self.batches.state_dict(), "noise_rng": self.noise_rng.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -283,4 +286,6 @@ class Algorithm:
             return
         self.optimizer.load_state_dict(state["optimizer"])
         self.batches.load_state_dict(state["batches"])
+        if "noise_rng" in state:   # runs written before the VAE had its own noise stream drew from torch's
+            self.noise_rng.set_state(state["noise_rng"])
 

@@ -16,10 +16,11 @@ class VAE(nn.Module):
         self.encoder, self.decoder, self.likelihood = encoder, decoder, likelihood
         self.latent_dim = latent_dim
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One reparameterized sample z ~ q(z|x) per example: (log p(x|z) per example, KL per latent dim)."""
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One reparameterized sample z = mu + sigma * eps ~ q(z|x) per example, eps ~ N(0, I) of shape
+        (batch, latent_dim): (log p(x|z) per example, KL per latent dim)."""
         mu, log_var = self.encoder(x)
-        z = reparameterize(mu, log_var, torch.randn_like(mu))
+        z = reparameterize(mu, log_var, eps)
         return self.log_likelihood(z, x), gaussian_kl_per_dim(mu, log_var)
 
     def log_likelihood(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
