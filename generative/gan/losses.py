@@ -58,6 +58,20 @@ def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch
     return ((grad_norm - 1) ** 2).mean()
 
 
+# ---------------------------------------------------------------- Mescheder et al. 2018 (R1)
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """E_x[||grad_x D(x)||_2^2] on real data only (the R1 regulariser; multiply by gamma / 2 outside).
+
+    Penalising D's slope where the data lie makes the game converge locally instead of circling the
+    equilibrium (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?").
+    The graph is kept (create_graph) so the penalty trains the discriminator.
+    """
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    # R1(D) = E_{x ~ p_data}[||grad_x D(x)||^2]
+    return grad.flatten(1).pow(2).sum(1).mean()
+
+
 # ---------------------------------------------------------------- Lim & Ye 2017; Miyato et al. 2018 (SN-GAN)
 def d_loss_hinge(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     # min_D E[max(0, 1 - D(x))] + E[max(0, 1 + D(G(z)))]

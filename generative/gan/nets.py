@@ -86,6 +86,13 @@ class MLPGenerator(nn.Module):
         return self.net(append_label(z, labels, self.num_classes))
 
 
+def pack(x: torch.Tensor, m: int) -> torch.Tensor:
+    """(N * m, d) samples -> (N, m * d): m consecutive samples joined into one discriminator input
+    (PacGAN, Lin et al. 2018; m = 1 leaves x as it is)."""
+    # x_pack = [x_1, ..., x_m]  (the discriminator judges m samples at once, all real or all generated)
+    return x.reshape(len(x) // m, m * x.shape[1]) if m > 1 else x
+
+
 def mlp_discriminator(hidden: int, depth: int, dim: int = 2, num_classes: int = 0,
                       conditioning: str = "projection", use_spectral_norm: bool = False) -> Discriminator:
     """``depth`` LeakyReLU(0.2) layers of ``hidden`` units and a ScoreHead."""
