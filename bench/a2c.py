@@ -54,6 +54,31 @@ class Clock:
         self.cpu += time.process_time() - self._cpu
 
 
+class GreedyEvaluation:
+    """Mixed into an SB3 callback (before ``BaseCallback``): our greedy evaluation of its model on the
+    episodes our ``Algorithm.evaluate`` plays, timed apart (``eval_wall``), and the step at which it first
+    reached ``target``."""
+
+    def __init__(self, env_id: str, seed: int, target: float):
+        super().__init__()
+        self.env_id, self.eval_seed, self.target = env_id, seed + EVAL_SEED_OFFSET, target
+        self.score, self.solved_at, self.eval_wall, self.evaluated_at = float("nan"), None, 0.0, 0
+
+    def evaluate(self) -> None:
+        started = time.perf_counter()
+        policy = lambda obs: self.model.predict(obs, deterministic=True)[0]
+        self.score = float(run_episodes(policy, self.env_id, EVAL_EPISODES, seed=self.eval_seed).mean())
+        self.eval_wall += time.perf_counter() - started
+        self.evaluated_at = self.num_timesteps
+        if self.score >= self.target:
+            self.solved_at = self.num_timesteps
+
+    def evaluate_at_end(self) -> None:
+        """The trainer always evaluates at the last step; so do we."""
+        if self.solved_at is None and self.evaluated_at < self.num_timesteps:
+            self.evaluate()
+
+
 def our_config(env_id: str, total_steps: int) -> a2c.Config:
     if env_id.startswith("ALE/"):
         return a2c.Config(env_id=env_id, num_envs=8, ent_coef=0.01, vf_coef=0.25, total_steps=total_steps)
@@ -122,13 +147,10 @@ def ours_to_solve(env_id: str, seed: int, max_steps: int, eval_every: int) -> di
 def sb3_to_solve(env_id: str, seed: int, max_steps: int, eval_every: int) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
 
-    class EvaluateAndStop(BaseCallback):
+    class EvaluateAndStop(GreedyEvaluation, BaseCallback):
         """Same greedy evaluation as ours every ``eval_every`` steps; stops training once solved."""
 
-        def __init__(self):
-            super().__init__()
-            self.score, self.solved_at, self.eval_wall = float("nan"), None, 0.0
-            self.previous = self.evaluated_at = 0
+        previous = 0
 
         def _on_step(self) -> bool:
             step = self.num_timesteps
@@ -137,21 +159,11 @@ def sb3_to_solve(env_id: str, seed: int, max_steps: int, eval_every: int) -> dic
             self.previous = step
             return self.solved_at is None
 
-        def evaluate(self) -> None:
-            started = time.perf_counter()
-            policy = lambda obs: self.model.predict(obs, deterministic=True)[0]
-            self.score = float(run_episodes(policy, env_id, EVAL_EPISODES, seed=seed + EVAL_SEED_OFFSET).mean())
-            self.eval_wall += time.perf_counter() - started
-            self.evaluated_at = self.num_timesteps
-            if self.score >= SOLVED:
-                self.solved_at = self.num_timesteps
-
-    model, callback = sb3_model(env_id, seed), EvaluateAndStop()
+    model, callback = sb3_model(env_id, seed), EvaluateAndStop(env_id, seed, SOLVED)
     with Clock() as clock:
         model.learn(max_steps, callback=callback)
     model.get_env().close()
-    if callback.solved_at is None and callback.evaluated_at < model.num_timesteps:
-        callback.evaluate()                           # the trainer always evaluates at the end; so do we
+    callback.evaluate_at_end()
     return {"solved": callback.solved_at is not None, "steps": callback.solved_at or model.num_timesteps,
             "wall_s": clock.wall - callback.eval_wall, "last_eval": callback.score}
 
