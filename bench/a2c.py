@@ -9,6 +9,13 @@ orthogonal init; Atari: shared Nature CNN, ent_coef 0.01, vf_coef 0.25), 8 envs.
    for both, every 10,000 steps, not timed) reaches a mean of 475, for 3 seeds.
 3. ALE/Breakout-v5 steps per second for a reduced number of steps (a CPU cannot do 100,000 quickly).
 
+Ours runs through ``lab.session.train_in_memory`` (the trainer of ``lab train``): its clocks
+(``train_seconds``, ``train_cpu_seconds``) leave evaluation out and include the trainer's own work per step
+(metric windows, a log line every 1/100 of the run), which the loop this benchmark had before did not
+do. A throughput run ends with one untimed evaluation episode (the trainer always evaluates at the end).
+SB3 through ``learn``, with a callback that plays the same evaluation; each side also evaluates at its
+last step (the trainer always does).
+
 Stable-Baselines3 is a benchmark-only peer: pip install stable-baselines3.
 """
 from __future__ import annotations
@@ -21,7 +28,8 @@ from dataclasses import dataclass
 import torch
 
 from lab.benchmark import ResultsPath, parse, results_path
-from lab.runtime import RunOptions, Runtime
+from lab.runtime import RunOptions
+from lab.session import train_in_memory
 from rl.evaluation import run_episodes
 from rl.pg import a2c
 from rl.pg.common import EvalOptions
@@ -46,6 +54,31 @@ class Clock:
         self.cpu += time.process_time() - self._cpu
 
 
+class GreedyEvaluation:
+    """Mixed into an SB3 callback (before ``BaseCallback``): our greedy evaluation of its model on the
+    episodes our ``Algorithm.evaluate`` plays, timed apart (``eval_wall``), and the step at which it first
+    reached ``target``."""
+
+    def __init__(self, env_id: str, seed: int, target: float):
+        super().__init__()
+        self.env_id, self.eval_seed, self.target = env_id, seed + EVAL_SEED_OFFSET, target
+        self.score, self.solved_at, self.eval_wall, self.evaluated_at = float("nan"), None, 0.0, 0
+
+    def evaluate(self) -> None:
+        started = time.perf_counter()
+        policy = lambda obs: self.model.predict(obs, deterministic=True)[0]
+        self.score = float(run_episodes(policy, self.env_id, EVAL_EPISODES, seed=self.eval_seed).mean())
+        self.eval_wall += time.perf_counter() - started
+        self.evaluated_at = self.num_timesteps
+        if self.score >= self.target:
+            self.solved_at = self.num_timesteps
+
+    def evaluate_at_end(self) -> None:
+        """The trainer always evaluates at the last step; so do we."""
+        if self.solved_at is None and self.evaluated_at < self.num_timesteps:
+            self.evaluate()
+
+
 def our_config(env_id: str, total_steps: int) -> a2c.Config:
     if env_id.startswith("ALE/"):
         return a2c.Config(env_id=env_id, num_envs=8, ent_coef=0.01, vf_coef=0.25, total_steps=total_steps)
@@ -68,25 +101,20 @@ def sb3_model(env_id: str, seed: int):
 
 
 # ------------------------------------------------------------------ throughput
-def ours_throughput(env_id: str, steps: int, seed: int) -> Clock:
-    runtime = Runtime(RunOptions(seed=seed, device="cpu"))
-    algorithm = a2c.Algorithm(our_config(env_id, steps), runtime)
-    try:
-        with Clock() as clock:
-            for step in range(0, steps, algorithm.step_size):
-                algorithm.train_step(step)
-    finally:
-        algorithm.close()
-        runtime.close()
-    return clock
+def ours_throughput(env_id: str, steps: int, seed: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``steps`` training steps in the trainer (its one evaluation, one episode at
+    the end, not counted)."""
+    trainer = train_in_memory("a2c", our_config(env_id, steps), RunOptions(seed=seed, device="cpu", eval_every=steps),
+                              eval_options=EvalOptions(episodes=1))
+    return trainer.train_seconds, trainer.train_cpu_seconds
 
 
-def sb3_throughput(env_id: str, steps: int, seed: int) -> Clock:
+def sb3_throughput(env_id: str, steps: int, seed: int) -> tuple[float, float]:
     model = sb3_model(env_id, seed)
     with Clock() as clock:
         model.learn(steps)
     model.get_env().close()
-    return clock
+    return clock.wall, clock.cpu
 
 
 def throughput(env_id: str, steps: int, repeats: int) -> dict:
@@ -94,10 +122,10 @@ def throughput(env_id: str, steps: int, repeats: int) -> dict:
     runs = {"ours": [], "sb3": []}
     for r in range(repeats):
         for side, fn in (("ours", ours_throughput), ("sb3", sb3_throughput)):
-            clock = fn(env_id, steps, seed=r)
-            runs[side].append({"wall_sps": steps / clock.wall, "cpu_sps": steps / clock.cpu})
-            print(f"  {env_id} {side:<4} repeat {r}: {steps / clock.wall:8.0f} steps/s wall, "
-                  f"{steps / clock.cpu:8.0f} per CPU-second", flush=True)
+            wall, cpu = fn(env_id, steps, seed=r)
+            runs[side].append({"wall_sps": steps / wall, "cpu_sps": steps / cpu})
+            print(f"  {env_id} {side:<4} repeat {r}: {steps / wall:8.0f} steps/s wall, "
+                  f"{steps / cpu:8.0f} per CPU-second", flush=True)
     out = {"steps": steps, "repeats": repeats, "runs": runs}
     for key in ("wall_sps", "cpu_sps"):
         ours = statistics.median(x[key] for x in runs["ours"])
@@ -108,52 +136,34 @@ def throughput(env_id: str, steps: int, repeats: int) -> dict:
 
 # ------------------------------------------------------------------ steps to solve
 def ours_to_solve(env_id: str, seed: int, max_steps: int, eval_every: int) -> dict:
-    runtime = Runtime(RunOptions(seed=seed, device="cpu"))
-    algorithm = a2c.Algorithm(our_config(env_id, max_steps), runtime)
-    clock, step, score = Clock(), 0, float("nan")
-    try:
-        while step < max_steps:
-            with clock:
-                algorithm.train_step(step)
-            previous, step = step, step + algorithm.step_size
-            if step // eval_every > previous // eval_every:
-                with runtime.isolated_rng():
-                    score = algorithm.evaluate(EvalOptions(episodes=EVAL_EPISODES, deterministic=True))["eval/ep_return"]
-                if score >= SOLVED:
-                    return {"solved": True, "steps": step, "wall_s": clock.wall, "last_eval": score}
-    finally:
-        algorithm.close()
-        runtime.close()
-    return {"solved": False, "steps": step, "wall_s": clock.wall, "last_eval": score}
+    trainer = train_in_memory("a2c", our_config(env_id, max_steps),
+                              RunOptions(seed=seed, device="cpu", eval_every=eval_every),
+                              eval_options=EvalOptions(episodes=EVAL_EPISODES, deterministic=True),
+                              stop_when=lambda step, results: results["eval/ep_return"] >= SOLVED)
+    return {"solved": trainer.stopped_early, "steps": trainer.step, "wall_s": trainer.train_seconds,
+            "last_eval": trainer.history[-1][1]["eval/ep_return"]}
 
 
 def sb3_to_solve(env_id: str, seed: int, max_steps: int, eval_every: int) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
 
-    class EvaluateAndStop(BaseCallback):
+    class EvaluateAndStop(GreedyEvaluation, BaseCallback):
         """Same greedy evaluation as ours every ``eval_every`` steps; stops training once solved."""
 
-        def __init__(self):
-            super().__init__()
-            self.score, self.solved_at, self.eval_wall = float("nan"), None, 0.0
-            self.previous = 0
+        previous = 0
 
         def _on_step(self) -> bool:
             step = self.num_timesteps
             if step // eval_every > self.previous // eval_every:
-                started = time.perf_counter()
-                policy = lambda obs: self.model.predict(obs, deterministic=True)[0]
-                self.score = float(run_episodes(policy, env_id, EVAL_EPISODES, seed=seed + EVAL_SEED_OFFSET).mean())
-                self.eval_wall += time.perf_counter() - started
-                if self.score >= SOLVED:
-                    self.solved_at = step
+                self.evaluate()
             self.previous = step
             return self.solved_at is None
 
-    model, callback = sb3_model(env_id, seed), EvaluateAndStop()
+    model, callback = sb3_model(env_id, seed), EvaluateAndStop(env_id, seed, SOLVED)
     with Clock() as clock:
         model.learn(max_steps, callback=callback)
     model.get_env().close()
+    callback.evaluate_at_end()
     return {"solved": callback.solved_at is not None, "steps": callback.solved_at or model.num_timesteps,
             "wall_s": clock.wall - callback.eval_wall, "last_eval": callback.score}
 

@@ -12,6 +12,10 @@ and for each we report the variance (trace of the covariance of the batch estima
 similarity to a large-sample reference gradient (reward-to-go minus baseline over many more episodes).
 The first three have the same mean; the advantage trades a bias (V is only fitted) for less variance.
 Undiscounted (gamma = 1) by default, so that R(tau) and the reward-to-go estimate the same gradient.
+
+The fixed policy is trained by the lab's trainer (``lab.session.train_in_memory``); everything after
+that only plays episodes and takes gradients of a frozen policy, with no optimizer step (the baseline V
+is a regression fitted on Monte-Carlo returns, not a training run of an algorithm).
 """
 from __future__ import annotations
 
@@ -27,8 +31,9 @@ from envs.make import make_vector_env
 from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions, Runtime
 from rl.nets import mlp
+from lab.session import train_in_memory
 from rl.pg import a2c
-from rl.pg.common import to_env, to_tensor
+from rl.pg.common import EvalOptions, to_env, to_tensor
 from rl.pg.losses import policy_gradient_loss
 from rl.pg.policies import ActorCritic
 from rl.pg.returns import discounted_returns, episode_returns, gae
@@ -37,15 +42,17 @@ ESTIMATORS = ("R(tau)", "reward-to-go", "reward-to-go - baseline", "advantage")
 
 
 def fixed_policy(env_id: str, train_steps: int, seed: int) -> ActorCritic:
-    """The policy whose gradient is estimated: A2C trained for ``train_steps`` (0: the initial policy)."""
-    runtime = Runtime(RunOptions(seed=seed, device="cpu"))
-    algorithm = a2c.Algorithm(a2c.Config(env_id=env_id, total_steps=max(train_steps, 1)), runtime)
-    try:
-        for step in range(0, train_steps, algorithm.step_size):
-            algorithm.train_step(step)
-    finally:
-        algorithm.close()
-        runtime.close()
+    """The policy whose gradient is estimated: A2C trained for ``train_steps`` by the trainer (evaluated
+    once, one episode, at the end; not used) or, with 0, the initial policy."""
+    options = RunOptions(seed=seed, device="cpu", eval_every=max(train_steps, 1))
+    if train_steps > 0:
+        trainer = train_in_memory("a2c", a2c.Config(env_id=env_id, total_steps=train_steps), options,
+                                  eval_options=EvalOptions(episodes=1))
+        return trainer.algorithm.net.eval()
+    runtime = Runtime(options)
+    algorithm = a2c.Algorithm(a2c.Config(env_id=env_id, total_steps=1), runtime)
+    algorithm.close()
+    runtime.close()
     return algorithm.net.eval()
 
 
@@ -96,7 +103,8 @@ def concatenate(episodes: list[dict]) -> dict:
 
 
 def fit_baseline(batch: dict, gamma: float, seed: int, steps: int = 500) -> torch.nn.Module:
-    """V(s) regressed on Monte-Carlo reward-to-go (full-batch Adam)."""
+    """V(s) regressed on Monte-Carlo reward-to-go (full-batch Adam). A least-squares fit of a measuring
+    tool on a fixed batch, not the training of an algorithm: no trainer (nothing to evaluate or log)."""
     torch.manual_seed(seed)
     value = mlp(batch["obs"].shape[1], 1, (64, 64), torch.nn.Tanh)
     target = discounted_returns(batch["r_t"], batch["done_t"], gamma)
@@ -146,6 +154,7 @@ def measure(env_id: str = "CartPole-v1", train_steps: int = 10_000, batches: int
                           ["reward-to-go - baseline"])["reward-to-go - baseline"]
     episodes = play_episodes(net, env_id, batches * episodes_per_batch, seed + 3)
     estimates = {name: [] for name in ESTIMATORS}
+    # not a training loop: gradient samples of the frozen policy, collected for their variance, never applied
     for k in range(batches):
         batch = concatenate(episodes[k::batches])   # every env contributes to every batch
         for name, g in gradients(net, batch, weightings(batch, value, gamma, gae_lambda), ESTIMATORS).items():

@@ -18,23 +18,19 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from bench.a2c import Clock
+from bench.a2c import EVAL_EPISODES, Clock, GreedyEvaluation
 from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions
 from lab.session import train_in_memory
-from rl.evaluation import run_episodes
 from rl.pg import ppo
 from rl.pg.common import EvalOptions
 
-EVAL_EPISODES = 20
-EVAL_SEED_OFFSET = 10_000   # the seed our Algorithm.evaluate plays its evaluation episodes with
 TASKS = {                   # env id: (target greedy mean return, evaluate every this many steps)
     "CartPole-v1": (475.0, 10_240),
     "Acrobot-v1": (-100.0, 16_384),
@@ -85,37 +81,23 @@ def ours_to_solve(env_id: str, seed: int, target: float, eval_every: int) -> dic
 def sb3_to_solve(env_id: str, seed: int, target: float, eval_every: int) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
 
-    class EvaluateAfterUpdates(BaseCallback):
+    class EvaluateAfterUpdates(GreedyEvaluation, BaseCallback):
         """After each update that crosses a multiple of ``eval_every`` steps: our greedy evaluation (same
         episodes, not timed); stop at the next step once it reaches the target."""
-
-        def __init__(self):
-            super().__init__()
-            self.score, self.solved_at, self.eval_wall, self.evaluated_at = float("nan"), None, 0.0, 0
 
         def _on_rollout_start(self) -> None:          # called after every update (and before the first rollout)
             if self.num_timesteps // eval_every > self.evaluated_at // eval_every:
                 self.evaluate()
 
-        def evaluate(self) -> None:
-            started = time.perf_counter()
-            policy = lambda obs: self.model.predict(obs, deterministic=True)[0]
-            self.score = float(run_episodes(policy, env_id, EVAL_EPISODES, seed=seed + EVAL_SEED_OFFSET).mean())
-            self.eval_wall += time.perf_counter() - started
-            self.evaluated_at = self.num_timesteps
-            if self.score >= target:
-                self.solved_at = self.num_timesteps
-
         def _on_step(self) -> bool:
             return self.solved_at is None
 
     config = ppo.Config(env_id=env_id)
-    model, callback = sb3_model(config, seed), EvaluateAfterUpdates()
+    model, callback = sb3_model(config, seed), EvaluateAfterUpdates(env_id, seed, target)
     with Clock() as clock:
         model.learn(config.total_steps, callback=callback)
     model.get_env().close()
-    if callback.solved_at is None and callback.evaluated_at < model.num_timesteps:
-        callback.evaluate()                           # the trainer always evaluates at the end; so do we
+    callback.evaluate_at_end()
     solved_at = callback.solved_at
     return {"solved": solved_at is not None, "steps": solved_at or model.num_timesteps,
             "wall_s": clock.wall - callback.eval_wall, "last_eval": callback.score, "budget": config.total_steps}

@@ -6,28 +6,28 @@ image), and the digits-classifier FID of samples, over seeds.
     lab bench vae --data-dir DIR                   also MNIST (dynamically binarized, 100 epochs) against the
                                                    single-stochastic-layer VAE of Burda et al. (2016)
 
-Each run is the Algorithm of ``lab train vae`` driven here without run folders, then its ``lab eval``
-(``evaluate(EvalOptions(k=...))``). There is no peer implementation to run beside it; the context rows
-are computed in the same process on the same binarized test split: a model of independent pixels (the
-per-pixel training mean) and the binarization-noise floor E Σ_i H(gray_i), below which no model's
-expected -log p(x) can go. Writes runs/bench/vae-<time>.json, or --out (bench/results/vae.json holds the committed one).
+Each run is ``lab train vae`` without a run folder (``lab.session.train_in_memory``: the same trainer),
+evaluated once, at its last step, as ``lab eval`` does (``EvalOptions(k=..., n=...)``); the training
+seconds are the trainer's (evaluation excluded, its logging cadence included). There is no peer
+implementation to run beside it; the context rows are computed in the same process on the same
+binarized test split: a model of independent pixels (the per-pixel training mean) and the
+binarization-noise floor E Σ_i H(gray_i), below which no model's expected -log p(x) can go. Writes
+runs/bench/vae-<time>.json, or --out (bench/results/vae.json holds the committed one).
 """
 from __future__ import annotations
 
 import json
 import math
 import statistics
-import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from generative.data import is_available, load_images
 from generative.metrics.classifier import cache_path
 from generative.vae.algo import Algorithm, Config, EvalOptions
 from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions, Runtime
+from lab.session import train_in_memory
 
 BURDA_VAE_MNIST = 86.76
 """-log p(x) of the one-stochastic-layer VAE (k = 1) on dynamically binarized MNIST, Burda et al. (2016),
@@ -37,19 +37,12 @@ METRICS = ("eval/neg_elbo", "eval/reconstruction", "eval/kl", "eval/nll_iw", "ev
 
 
 def run(config: Config, seed: int, k: int, n: int, device: str, scores: bool = True) -> dict:
-    """Train one VAE, then evaluate it as `lab eval` does; returns its scores and timings."""
-    runtime = Runtime(RunOptions(seed=seed, device=device))
-    algorithm = Algorithm(config, runtime)
-    start = time.perf_counter()
-    for step in range(config.total_steps):
-        algorithm.train_step(step)
-    if runtime.device.type == "cuda":
-        torch.cuda.synchronize()
-    trained = time.perf_counter()
-    with runtime.isolated_rng():
-        results = algorithm.evaluate(EvalOptions(k=k, n=n, scores=scores))
+    """Train one VAE, evaluated at its last step as `lab eval` does; returns its scores and timings."""
+    trainer = train_in_memory("vae", config, RunOptions(seed=seed, device=device, eval_every=config.total_steps),
+                              eval_options=EvalOptions(k=k, n=n, scores=scores))
+    results = trainer.history[-1][1]
     out = {key: float(results[key]) for key in METRICS if key in results}
-    out.update(seed=seed, k=k, train_s=trained - start, eval_s=time.perf_counter() - trained)
+    out.update(seed=seed, k=k, train_s=trainer.train_seconds, eval_s=trainer.eval_seconds)
     return out
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,8 @@ def resolve(config: Any) -> Any:
 def train(algo: str, config: Any, options: RunOptions) -> tuple[int, Path | None]:
     """Build the algorithm (bad input fails before any folder exists), create the run folder, train.
     Returns the exit status and the run folder (None on ranks other than 0)."""
-    status, trainer = _train(algo, config, options, with_folder=True)
+    with _trainer(algo, config, options, with_folder=True) as trainer:
+        status = trainer.fit()
     return status, trainer.run.path if trainer.run else None
 
 
@@ -44,13 +47,28 @@ def train_in_memory(algo: str, config: Any, options: RunOptions = RunOptions(dev
     as ``lab train``, nothing written. ``stop_when(step, results)`` ends the run at an evaluation.
 
     Returns the trainer: ``.algorithm`` (its envs closed), ``.history`` of evaluations, ``.step``,
-    ``.stopped_early`` and ``.train_seconds`` (evaluation time excluded).
+    ``.stopped_early``, ``.train_seconds`` and ``.train_cpu_seconds`` (evaluation time excluded).
     """
-    return _train(algo, config, options, with_folder=False, eval_options=eval_options, stop_when=stop_when)[1]
+    with in_memory_trainer(algo, config, options, eval_options=eval_options, stop_when=stop_when) as trainer:
+        trainer.fit()
+    return trainer
 
 
-def _train(algo: str, config: Any, options: RunOptions, *, with_folder: bool, eval_options: Any = None,
-           stop_when: EvalCallback | None = None) -> tuple[int, Trainer]:
+@contextmanager
+def in_memory_trainer(algo: str, config: Any, options: RunOptions = RunOptions(device="cpu"), *,
+                      eval_options: Any = None, stop_when: EvalCallback | None = None) -> Iterator[Trainer]:
+    """The trainer of ``train_in_memory`` before it has trained, for callers that train in pieces with
+    ``trainer.fit(until=step)`` (a benchmark alternating with a peer, or timing one phase). On leaving the
+    block the algorithm is closed (its envs) and the runtime released; the trainer and its algorithm stay
+    readable."""
+    with _trainer(algo, config, options, with_folder=False, eval_options=eval_options,
+                  stop_when=stop_when) as trainer:
+        yield trainer
+
+
+@contextmanager
+def _trainer(algo: str, config: Any, options: RunOptions, *, with_folder: bool, eval_options: Any = None,
+             stop_when: EvalCallback | None = None) -> Iterator[Trainer]:
     _, module = registry.get(algo)
     config = resolve(config)
     runtime = Runtime(options)
@@ -60,9 +78,8 @@ def _train(algo: str, config: Any, options: RunOptions, *, with_folder: bool, ev
         if with_folder and runtime.is_main:
             path = options.run_dir or RunDir.default_path(options.runs_dir, algo, run_label(config), options.seed)
             run = RunDir.create(path, {"algo": algo, "config": to_dict(config), "options": to_dict(options)})
-        trainer = Trainer(algo, config, options, runtime, algorithm, run, eval_options=eval_options,
-                          on_evaluate=stop_when)
-        return trainer.fit(), trainer
+        yield Trainer(algo, config, options, runtime, algorithm, run, eval_options=eval_options,
+                      on_evaluate=stop_when)
     finally:
         _close(algorithm)
         if run is not None:

@@ -72,8 +72,10 @@ class Trainer:
     evaluation in isolated RNG, the NaN guard and ``step_size`` accounting are the same as for a run
     folder. ``eval_options`` is what ``evaluate`` gets during training (None: the algorithm's own
     training-time evaluation); ``on_evaluate`` sees every evaluation and may stop the run early.
-    After ``fit``, ``history`` holds each evaluation as ``(step, results)`` and ``train_seconds`` the
-    wall-clock time spent training, evaluation excluded.
+    After ``fit``, ``history`` holds each evaluation as ``(step, results)``, ``train_seconds`` the
+    wall-clock time spent training and ``train_cpu_seconds`` this process's CPU time spent training, both
+    with evaluation excluded. ``fit(until=N)`` trains in pieces (a benchmark that alternates with a peer or
+    times a phase): it pauses at step N, and the next ``fit`` goes on from there.
     """
 
     def __init__(self, name: str, config: Any, options: RunOptions, runtime: Runtime, algorithm: Algorithm,
@@ -86,6 +88,8 @@ class Trainer:
         self.best: float | None = state.get("best")
         self.elapsed: float = state.get("elapsed", 0.0)
         self.eval_seconds: float = state.get("eval_seconds", 0.0)
+        self.cpu_elapsed: float = state.get("cpu_elapsed", 0.0)
+        self.eval_cpu_seconds: float = state.get("eval_cpu_seconds", 0.0)
         self.total_steps: int = config.total_steps
         self.eval_options, self.on_evaluate = eval_options, on_evaluate
         self.history: list[tuple[int, dict[str, Any]]] = []
@@ -98,9 +102,20 @@ class Trainer:
         """Wall-clock seconds of training so far, evaluation time excluded (a benchmark's clock)."""
         return self.elapsed - self.eval_seconds
 
+    @property
+    def train_cpu_seconds(self) -> float:
+        """This process's CPU seconds of training so far, evaluation excluded (the fairer clock on a shared machine)."""
+        return self.cpu_elapsed - self.eval_cpu_seconds
+
     # ------------------------------------------------------------ the loop
-    def fit(self) -> int:
-        """Train to the end (exit status 0) or until a stop signal (checkpoint written, status 128 + signum)."""
+    def fit(self, until: int | None = None) -> int:
+        """Train to the end (exit status 0) or until a stop signal (checkpoint written, status 128 + signum).
+
+        ``until`` pauses before the end, at the first step >= ``until``: the metrics so far are logged, but
+        there is no end-of-run evaluation or checkpoint and the run's status stays "running"; calling
+        ``fit`` again goes on (the clocks stop in between). The pause changes nothing in training.
+        """
+        end = self.total_steps if until is None else min(until, self.total_steps)
         log_every, eval_every, checkpoint_every = self.options.cadence(self.total_steps)
         headline = (getattr(self.algorithm, "best_metric", None) or (None,))[0]
         logger = Logger(self.run if self.runtime.is_main else None, self.total_steps, self.step,
@@ -115,8 +130,9 @@ class Trainer:
         window = _Window(step)
         window_clock = time.perf_counter()
         started = time.perf_counter() - self.elapsed
+        cpu_started = time.process_time() - self.cpu_elapsed
         try:
-            while step < self.total_steps:
+            while step < end:
                 metrics = self.algorithm.train_step(step)
                 previous, step = step, step + self.algorithm.step_size
                 window.add(metrics, step)
@@ -129,7 +145,7 @@ class Trainer:
                 if self.runtime.distributed:
                     # all ranks must agree on when to stop; agree at log boundaries only (a collective)
                     stopping = at(log_every) and self.runtime.any_rank(stopping)
-                if at(log_every) or at(checkpoint_every) or stopping:
+                if at(log_every) or at(checkpoint_every) or stopping or step >= end:
                     now = time.perf_counter()
                     scalars = window.means(step)
                     scalars["time/sps"] = (step - window.first_step) / max(now - window_clock, 1e-9)
@@ -138,12 +154,14 @@ class Trainer:
                     window, window_clock = _Window(step), now
                 if (at(eval_every) and not stopping
                         and self._evaluation_affordable(step, time.perf_counter() - started, logger)):
-                    eval_started = time.perf_counter()
+                    eval_started, eval_cpu_started = time.perf_counter(), time.process_time()
                     stopping = self._evaluate(step, logger)
                     self.eval_seconds += time.perf_counter() - eval_started
+                    self.eval_cpu_seconds += time.process_time() - eval_cpu_started
                     self.stopped_early = stopping
                 if at(checkpoint_every) or stopping:
                     self.elapsed = time.perf_counter() - started
+                    self.cpu_elapsed = time.process_time() - cpu_started
                     self._save(step, self.run.last_checkpoint if self.run else None)
                 if stopping:
                     break
@@ -160,6 +178,7 @@ class Trainer:
         finally:
             self._restore_signal_handlers(previous_handlers)
         self.elapsed = time.perf_counter() - started
+        self.cpu_elapsed = time.process_time() - cpu_started
         self.step = step
         logger.close()
         if self._signal is not None and step < self.total_steps:
@@ -169,7 +188,7 @@ class Trainer:
                 self.run.write_status("stopped", step, message)
                 logger.message(message)
             return 128 + (signal.SIGTERM if self._signal == "SIGTERM" else signal.SIGINT)
-        if self.run is not None:
+        if self.run is not None and (step >= self.total_steps or self.stopped_early):
             self.run.write_status("finished", step)
         return 0
 
@@ -238,7 +257,8 @@ class Trainer:
             "step": step,
             "config": to_dict(self.config),
             "options": to_dict(self.options),
-            "trainer": {"best": self.best, "elapsed": self.elapsed, "eval_seconds": self.eval_seconds},
+            "trainer": {"best": self.best, "elapsed": self.elapsed, "eval_seconds": self.eval_seconds,
+                        "cpu_elapsed": self.cpu_elapsed, "eval_cpu_seconds": self.eval_cpu_seconds},
             "runtime": self.runtime.state_dict(gather=collective),
             "algorithm": self.algorithm.state_dict() if self.runtime.is_main else None,
         }

@@ -190,3 +190,37 @@ def test_runtime_gradient_clipping_matches_torch_bit_for_bit():
         sum((p ** 3).sum() for p in params).backward()
     assert torch.equal(clip_grad_norm([p.grad for p in ours], 0.5), torch.nn.utils.clip_grad_norm_(theirs, 0.5))
     assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, theirs))
+
+
+def test_training_in_pieces_matches_one_fit_and_evaluates_only_on_its_cadence():
+    from lab.session import in_memory_trainer, train_in_memory
+    config, options = toy.Config(total_steps=100), RunOptions(device="cpu", eval_every=40, deterministic=True)
+    straight = train_in_memory("toy", config, options)
+    with in_memory_trainer("toy", config, options) as pieces:
+        assert pieces.fit(until=30) == 0 and pieces.step == 30 and pieces.history == []   # a pause: no evaluation
+        seconds = pieces.train_seconds
+        pieces.fit(until=70)
+        assert pieces.step == 70 and [step for step, _ in pieces.history] == [40]
+        assert pieces.train_seconds > seconds
+        pieces.fit()
+    assert pieces.step == 100 and [step for step, _ in pieces.history] == [40, 80, 100]
+    assert pieces.history == straight.history
+    assert_same_state(pieces.algorithm.state_dict(), straight.algorithm.state_dict())
+
+
+class BusyToEvaluate(toy.Algorithm):
+    def evaluate(self, options=None) -> dict:
+        until = time.process_time() + 0.3   # CPU work, far more than 20 training steps
+        while time.process_time() < until:
+            pass
+        return super().evaluate(options)
+
+
+def test_training_cpu_seconds_leave_evaluation_out():
+    config, options = toy.Config(total_steps=20), RunOptions(device="cpu", eval_every=10)
+    runtime = Runtime(options)
+    trainer = Trainer("toy", config, options, runtime, BusyToEvaluate(config, runtime))
+    assert trainer.fit() == 0
+    assert trainer.eval_cpu_seconds >= 0.6
+    assert 0 < trainer.train_cpu_seconds < 0.3
+    assert trainer.state(trainer.step)["trainer"]["cpu_elapsed"] == trainer.cpu_elapsed   # kept for a resume
