@@ -3,27 +3,29 @@
     lab bench gan                                   quick look: ring8 + grid25, every loss, seed 0, 1,000 steps
     lab bench gan --seeds 0 1 2 3 4 --steps 3000    the protocol of the issue (hours on a CPU)
     lab bench gan --digits --digits-steps 2000       also the digits FID and the conditional label accuracy
+    lab bench gan --pack 4 --r1-weight 10           the toys with PacGAN packing and the R1 penalty
 
 For each toy, loss and seed, one headless ``lab train gan`` run (``lab.session.train_in_memory``: the
 same trainer as the CLI, no run folder), then its end-of-run evaluation: 2,500 samples of the EMA
 generator (the config's ``eval_samples``) scored by ``generative.metrics.score_toy``:
-modes captured (a mode needs 20 of 2,500 high-quality samples, PacGAN's rule) and the share of
+modes captured (a mode needs 1 in 2,500 of the samples as its high-quality samples, PacGAN's rule) and the share of
 high-quality samples (within 3 std of a centre). The published rows are printed beside ours. The
 seconds reported are the trainer's training time (evaluation excluded; its logging cadence included).
 
-Writes bench/results/gan.json.
+Writes runs/bench/gan-<time>.json, or --out.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from generative.gan.algo import Config
 from generative.gan.losses import LOSSES
+from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions
 from lab.session import train_in_memory
 
@@ -59,12 +61,13 @@ def train(config: Config, seed: int) -> tuple[dict[str, float], float]:
     return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}, trainer.train_seconds
 
 
-def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_decay: bool) -> list[dict]:
+def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_decay: bool, pack: int,
+             r1_weight: float) -> list[dict]:
     rows = []
     for loss in losses:
         runs = []
         for seed in seeds:
-            config = Config(data=data, loss=loss, total_steps=steps, lr_decay=lr_decay)
+            config = Config(data=data, loss=loss, total_steps=steps, lr_decay=lr_decay, pack=pack, r1_weight=r1_weight)
             score, seconds = train(config, seed)
             runs.append({"seed": seed, "modes": score["eval/modes"], "high_quality": score["eval/high_quality"],
                          "seconds": seconds})
@@ -72,7 +75,8 @@ def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_deca
                   f"{100 * score['eval/high_quality']:.1f}% high quality ({seconds:.0f} s)", flush=True)
         modes = [r["modes"] for r in runs]
         quality = [100 * r["high_quality"] for r in runs]
-        rows.append({"data": data, "loss": loss, "steps": config.total_steps, "runs": runs,
+        rows.append({"data": data, "loss": loss, "steps": config.total_steps, "pack": pack, "r1_weight": r1_weight,
+                     "runs": runs,
                      "modes_mean": statistics.mean(modes), "modes_std": statistics.pstdev(modes),
                      "modes_min": min(modes), "hq_mean": statistics.mean(quality), "hq_std": statistics.pstdev(quality),
                      "hq_min": min(quality),
@@ -107,26 +111,43 @@ def digits_rows(steps: int, seeds: list[int], lr_decay: bool) -> list[dict]:
     return rows
 
 
+@dataclass(frozen=True)
+class Options:
+    """Mode coverage of the GAN losses on the 2-D toys against the published rows (and digits FID)."""
+
+    data: tuple[Literal["ring8", "grid25"], ...] = ("ring8", "grid25")
+    """Toy data sets."""
+    losses: tuple[Literal["minimax", "non-saturating", "wgan-gp", "hinge"], ...] = tuple(LOSSES)
+    """GAN losses to train."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds of the toy runs."""
+    steps: int = 1000
+    """Generator updates per toy run."""
+    lr_decay: bool = True
+    """The Config's linear learning-rate decay (--no-lr-decay: constant rates)."""
+    pack: int = 1
+    """PacGAN packing of the toy runs (1: off)."""
+    r1_weight: float = 0.0
+    """gamma of the R1 penalty of the toy runs (0: off)."""
+    digits: bool = False
+    """Also train DCGANs on digits (FID, label accuracy)."""
+    digits_steps: int = 2000
+    """Generator updates per digits run."""
+    digits_seeds: tuple[int, ...] = (0,)
+    """Seeds of the digits runs."""
+    out: ResultsPath = None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="lab bench gan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", nargs="+", default=["ring8", "grid25"], choices=list(MODES))
-    parser.add_argument("--losses", nargs="+", default=list(LOSSES), choices=list(LOSSES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--steps", type=int, default=1000, help="generator updates per run")
-    parser.add_argument("--lr-decay", action=argparse.BooleanOptionalAction, default=True,
-                        help="the Config's linear learning-rate decay (--no-lr-decay: constant rates)")
-    parser.add_argument("--digits", action="store_true", help="also train DCGANs on digits (FID, label accuracy)")
-    parser.add_argument("--digits-steps", type=int, default=2000)
-    parser.add_argument("--digits-seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gan.json")
-    args = parser.parse_args(argv)
+    args = parse(Options, argv, "gan")
     torch.set_num_threads(1)
 
     results: dict = {"toys": {}, "digits": []}
     for data in args.data:
-        results["toys"][data] = toy_rows(data, args.losses, args.seeds, args.steps, args.lr_decay)
+        results["toys"][data] = toy_rows(data, list(args.losses), list(args.seeds), args.steps, args.lr_decay,
+                                         args.pack, args.r1_weight)
     if args.digits:
-        results["digits"] = digits_rows(args.digits_steps, args.digits_seeds, args.lr_decay)
+        results["digits"] = digits_rows(args.digits_steps, list(args.digits_seeds), args.lr_decay)
     for data, rows in results["toys"].items():
         print_toy_table(data, rows, args.seeds)
     if results["digits"]:
@@ -136,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {'conditional' if r['conditional'] else 'unconditional':<14} seed {r['seed']}  FID {r['fid']:.2f} "
                   f"(real {r['fid_real']:.2f})  IS {r['is']:.2f}  precision {r['precision']:.2f}  "
                   f"recall {r['recall']:.2f}  label accuracy {accuracy}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "lab bench gan " + " ".join(argv or []), **results}, indent=2))
-    print(f"\nwrote {args.out}")
+    out = results_path(args.out, "gan")
+    out.write_text(json.dumps({"command": "lab bench gan " + " ".join(argv or []), **results}, indent=2))
+    print(f"\nwrote {out}")
     return 0
