@@ -21,14 +21,13 @@ from dataclasses import dataclass
 import torch
 
 from lab.benchmark import ResultsPath, parse, results_path
-from lab.runtime import RunOptions, Runtime
+from lab.runtime import RunOptions, Runtime, derive_seed
 from rl.evaluation import run_episodes
 from rl.pg import a2c
 from rl.pg.common import EvalOptions
 
 SOLVED = 475.0
 EVAL_EPISODES = 20
-EVAL_SEED_OFFSET = 10_000   # the seed our Algorithm.evaluate plays its evaluation episodes with
 
 
 class Clock:
@@ -143,7 +142,7 @@ def sb3_to_solve(env_id: str, seed: int, max_steps: int, eval_every: int) -> dic
             if step // eval_every > self.previous // eval_every:
                 started = time.perf_counter()
                 policy = lambda obs: self.model.predict(obs, deterministic=True)[0]
-                self.score = float(run_episodes(policy, env_id, EVAL_EPISODES, seed=seed + EVAL_SEED_OFFSET).mean())
+                self.score = float(run_episodes(policy, env_id, EVAL_EPISODES, seed=derive_seed(seed, "eval")).mean())
                 self.eval_wall += time.perf_counter() - started
                 if self.score >= SOLVED:
                     self.solved_at = step

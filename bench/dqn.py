@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from lab.benchmark import ResultsPath, parse, results_path
-from lab.runtime import RunOptions, Runtime
+from lab.runtime import RunOptions, Runtime, derive_seed
 from rl.dqn.algo import Algorithm, Config, EvalOptions
 from rl.dqn.replay import ReplayBuffer
 from rl.evaluation import run_episodes
@@ -78,7 +78,7 @@ class Clock:
 
 
 def greedy_return(policy, seed: int) -> float:
-    return float(run_episodes(policy, "CartPole-v1", 20, seed=seed + 1_000_000).mean())
+    return float(run_episodes(policy, "CartPole-v1", 20, seed=derive_seed(seed, "eval")).mean())
 
 
 # ---------------------------------------------------------------------------- CartPole

@@ -27,14 +27,13 @@ import torch
 
 from bench.a2c import Clock
 from lab.benchmark import ResultsPath, parse, results_path
-from lab.runtime import RunOptions
+from lab.runtime import RunOptions, derive_seed
 from lab.session import train_in_memory
 from rl.evaluation import run_episodes
 from rl.pg import ppo
 from rl.pg.common import EvalOptions
 
 EVAL_EPISODES = 20
-EVAL_SEED_OFFSET = 10_000   # the seed our Algorithm.evaluate plays its evaluation episodes with
 TASKS = {                   # env id: (target greedy mean return, evaluate every this many steps)
     "CartPole-v1": (475.0, 10_240),
     "Acrobot-v1": (-100.0, 16_384),
@@ -100,7 +99,7 @@ def sb3_to_solve(env_id: str, seed: int, target: float, eval_every: int) -> dict
         def evaluate(self) -> None:
             started = time.perf_counter()
             policy = lambda obs: self.model.predict(obs, deterministic=True)[0]
-            self.score = float(run_episodes(policy, env_id, EVAL_EPISODES, seed=seed + EVAL_SEED_OFFSET).mean())
+            self.score = float(run_episodes(policy, env_id, EVAL_EPISODES, seed=derive_seed(seed, "eval")).mean())
             self.eval_wall += time.perf_counter() - started
             self.evaluated_at = self.num_timesteps
             if self.score >= target:

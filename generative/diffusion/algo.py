@@ -100,6 +100,10 @@ class Config:
     eval_samples: int = 256
     """Samples drawn (DDIM, 50 steps) at each evaluation during training."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
+
     def __post_init__(self):
         check_dataset(self.data, DATASETS)
         one_of(self, "schedule", SCHEDULES)
@@ -227,7 +231,7 @@ class Algorithm:
             self.toy = toy_distribution(config.data)
             self.shape, self.num_classes = (2,), 0
             self.model = MLPDenoiser(2, config.mlp_width, config.mlp_depth)
-            self.toy_rng = torch.Generator().manual_seed(runtime.rank_seed + 1)
+            self.toy_rng = torch.Generator().manual_seed(runtime.derive_seed("real-data"))
             self.levels = None
             require(not config.learn_variance, f"--learn-variance needs image data; {config.data} is 2-D points.")
         else:
@@ -247,12 +251,12 @@ class Algorithm:
             require(self.local_batch <= len(data.images),
                     f"--batch-size {config.batch} exceeds the {len(data.images)} training images of {config.data}.")
             self.batches = BatchIterator(data.images, data.labels, batch_size=self.local_batch,
-                                         seed=runtime.rank_seed + 1, device=device)
+                                         seed=runtime.derive_seed("real-data"), device=device)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.train_model = runtime.wrap(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
-        self.noise_rng = torch.Generator(device=device).manual_seed(runtime.rank_seed + 2)
+        self.noise_rng = torch.Generator(device=device).manual_seed(runtime.derive_seed("noise"))
 
     # ------------------------------------------------------------------ training
     def _lr_factor(self, step: int) -> float:
@@ -394,9 +398,11 @@ class Algorithm:
         return torch.arange(n) % self.num_classes
 
     # ------------------------------------------------------------------ evaluation and `lab sample`
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        final = options is not None
-        options = options or EvalOptions(n=self.config.eval_samples, steps=min(50, self.schedule.num_steps))
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
+        final = not during_training
+        if options is None:
+            options = (EvalOptions(n=self.config.eval_samples, steps=min(50, self.schedule.num_steps))
+                       if during_training else EvalOptions())
         from generative.metrics import score_images, score_toy   # the scoring classifier loads only when evaluating
         labels = self._labels(options.n, None, options.guidance)
         samples, _ = self.generate(options.n, sampler=options.sampler, steps=options.steps, eta=options.eta,

@@ -100,6 +100,10 @@ class Config:
     total_steps: int = 3000
     """Generator updates to train for (each preceded by n_critic discriminator updates)."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
+
     def __post_init__(self):
         check_dataset(self.data, DATASETS)
         one_of(self, "loss", LOSSES)
@@ -209,7 +213,7 @@ class Algorithm:
         if self.toy:
             self.distribution = toy_distribution(config.data)
             self.num_classes = 0
-            self.real_rng = torch.Generator().manual_seed(runtime.rank_seed + 1)
+            self.real_rng = torch.Generator().manual_seed(runtime.derive_seed("real-data"))
             generator = MLPGenerator(config.z_dim, config.hidden, config.depth)
             discriminator = mlp_discriminator(config.hidden, config.depth, use_spectral_norm=config.spectral_norm)
             self.best_metric = None   # modes and quality pull apart; the last model is the one scored
@@ -219,7 +223,7 @@ class Algorithm:
             channels, size = images.images.shape[1], images.images.shape[-1]
             self.pixels = size * size
             self.batches = BatchIterator(images.images * 2 - 1, images.labels, batch_size=config.batch_size,
-                                         seed=runtime.rank_seed + 1, device=device)
+                                         seed=runtime.derive_seed("real-data"), device=device)
             generator = DCGANGenerator(config.z_dim, config.channels, size, channels, self.num_classes)
             discriminator = dcgan_discriminator(
                 config.channels, size, channels, self.num_classes, config.conditioning, config.spectral_norm,
@@ -231,7 +235,7 @@ class Algorithm:
         self.lr = lr
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(beta1, beta2))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(beta1, beta2))
-        self.noise_rng = torch.Generator(device).manual_seed(runtime.rank_seed + 2)
+        self.noise_rng = torch.Generator(device).manual_seed(runtime.derive_seed("noise"))
         self.step = 0
         self.snapshots: list[torch.Tensor] = []   # toy samples at each training evaluation, for the GIF
         self.snapshot_steps: list[int] = []
@@ -336,14 +340,14 @@ class Algorithm:
         return samples_grid(self.generate(z, labels), nrow=steps)
 
     @torch.no_grad()
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
         n = options.samples if options is not None and options.samples > 0 else self.config.eval_samples
-        rng = torch.Generator(self.rt.device).manual_seed(self.rt.seed + 3)   # the same latents every time
+        rng = torch.Generator(self.rt.device).manual_seed(self.rt.derive_seed("eval", per_rank=False))   # same latents
         z = truncated_normal((n, self.config.z_dim), None, rng, self.rt.device)
         labels = self._labels(n)
         samples = self.generate(z, labels)
         if self.toy:
-            return self._evaluate_toy(samples, during_training=options is None)
+            return self._evaluate_toy(samples, during_training)
         scores = score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
                               device=self.rt.device)
         shown = samples[:100] if self.num_classes else samples[:64]

@@ -49,6 +49,10 @@ class Config:
     """Optimizer steps (one minibatch each): 200 is about 9 epochs of digits (seconds on a CPU, 99.4 % test
     accuracy); MNIST / Fashion-MNIST / CIFAR-10 need about 5000."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
+
     def __post_init__(self):
         check_dataset(self.data, IMAGE_DATASETS)
         positive(self, "width", "batch_size", "lr", "total_steps")
@@ -108,7 +112,7 @@ class Algorithm:
         return {"train/loss": loss.detach()}
 
     @torch.no_grad()
-    def evaluate(self, options=None) -> dict:
+    def evaluate(self, options=None, *, during_training: bool = False) -> dict:
         logits = predict_logits(self.network, self.test.images, self.rt.device)
         labels = self.test.labels.to(logits.device)
         return {"eval/accuracy": (logits.argmax(1) == labels).float().mean().item(),

@@ -59,6 +59,10 @@ class Config:
     total_steps: int = 2000
     """Optimizer steps to train for (one step = one minibatch)."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
+
     def __post_init__(self):
         require(self.data in IMAGE_DATASETS,
                 f"--data {self.data} has no discrete pixel levels for PixelCNN's softmax; "
@@ -117,9 +121,10 @@ class Algorithm:
         self.levels = 2 if config.binarize else train.levels
         self.shape = tuple(train.images.shape[1:])
         self.num_classes = train.num_classes
-        self.batches = BatchIterator(train.images, train.labels, batch_size=config.batch_size, seed=runtime.seed,
+        self.batches = BatchIterator(train.images, train.labels, batch_size=config.batch_size,
+                                     seed=runtime.derive_seed("real-data", per_rank=False),
                                      device=runtime.device)
-        self.binarize_rng = torch.Generator(runtime.device).manual_seed(runtime.seed + 1)
+        self.binarize_rng = torch.Generator(runtime.device).manual_seed(runtime.derive_seed("binarize"))
         self.model = PixelCNN(self.levels, config.channels, config.layers, config.kernel,
                               self.num_classes if config.conditional else 0).to(runtime.device)
         self.train_model = runtime.wrap(self.model)
@@ -153,12 +158,13 @@ class Algorithm:
         self.model.train()
         return nll
 
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
         nll = self.test_nll().mean().item()
         samples, labels = self.generate(64, 0, None)
         results = {"eval/nll": nll, "eval/bits_per_dim": bits_per_dim(nll, math.prod(self.shape)),
                    "samples/grid": samples_grid(enlarged(samples), nrow=8)}
-        if options is not None and options.scores:
+        options = options or (None if during_training else EvalOptions())
+        if not during_training and options.scores:
             from generative.metrics import memorization_grid, score_images
             samples, labels = self.generate(options.n, options.seed, None)
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,

@@ -87,6 +87,10 @@ class Config:
     total_steps: int = 2000
     """Optimizer steps to train for (one step = one minibatch)."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
+
     def __post_init__(self):
         check_dataset(self.data, IMAGE_DATASETS)
         positive(self, "latent_dim", "conv_channels", "mlp_hidden", "gaussian_std", "batch_size", "lr",
@@ -147,7 +151,8 @@ class Algorithm:
         self.test_x = self._binarized(test.images).to(runtime.device)
         self.test_labels, self.num_classes = test.labels, test.num_classes
         self.batches = BatchIterator(train.images if self.dynamic else self._binarized(train.images),
-                                     batch_size=config.batch_size, seed=runtime.seed, device=runtime.device)
+                                     batch_size=config.batch_size, seed=runtime.derive_seed("real-data", per_rank=False),
+                                     device=runtime.device)
 
         width = config.conv_channels if config.net == "conv" else config.mlp_hidden
         encoder, decoder = make_networks(config.net, self.shape, config.latent_dim, width)
@@ -188,9 +193,9 @@ class Algorithm:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        final = options is not None
-        options = options or EvalOptions(k=TRAINING_EVAL_K)
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
+        final = not during_training
+        options = options or (EvalOptions(k=TRAINING_EVAL_K) if during_training else EvalOptions())
         self.model.eval()
         generator = torch.Generator(self.rt.device).manual_seed(options.seed)
         bounds = log_likelihood_bounds(self.model, self.test_x, options.k, options.batch_size, generator)
