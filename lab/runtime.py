@@ -201,7 +201,7 @@ class Runtime:
             depth[0] -= 1
 
         def check(module, args):
-            if depth[0] == 0 and module.training and torch.is_grad_enabled():
+            if depth[0] == 0 and module.training and torch.is_grad_enabled() and self._bypassed is None:
                 self._bypassed = f"{type(module).__name__} (inside {type(raw).__name__})" if module is not raw \
                     else type(raw).__name__
 

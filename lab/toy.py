@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from lab.config import positive, non_negative
-from lab.runtime import Runtime
+from lab.runtime import Runtime, unwrap
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,7 @@ class Algorithm:
         self.config, self.rt, self.training = config, runtime, training
         weights = torch.Generator().manual_seed(runtime.derive_seed("task", per_rank=False))
         self.w_true = torch.randn(config.dim, generator=weights)
-        self.model = torch.nn.Linear(config.dim, 1).to(runtime.device)
-        self.train_model = runtime.wrap(self.model)
+        self.model = runtime.wrap(torch.nn.Linear(config.dim, 1))   # the one handle: train through it
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum)
         self.data = torch.Generator().manual_seed(runtime.derive_seed("data", per_rank=False))
 
@@ -64,7 +63,7 @@ class Algorithm:
         rows = self.rt.shard(self.config.batch_size)
         x, y = x[rows].to(self.rt.device), y[rows].to(self.rt.device)
         with self.rt.autocast():
-            prediction = self.train_model(x).squeeze(-1)
+            prediction = self.model(x).squeeze(-1)
         loss = F.mse_loss(prediction.float(), y)   # mean squared error, the regression loss
         self.rt.optimize(loss, self.optimizer)
         return {"train/loss": loss.detach()}
@@ -72,16 +71,17 @@ class Algorithm:
     @torch.no_grad()
     def evaluate(self, options=None, *, during_training: bool = False) -> dict:
         x, y = self._batch(4096, torch.Generator().manual_seed(self.rt.derive_seed("eval", per_rank=False)))
-        prediction = self.model(x.to(self.rt.device)).squeeze(-1).float().cpu()
-        weight_error = (self.model.weight.detach().cpu().squeeze(0) - self.w_true).norm()
+        model = unwrap(self.model)
+        prediction = model(x.to(self.rt.device)).squeeze(-1).float().cpu()
+        weight_error = (model.weight.detach().cpu().squeeze(0) - self.w_true).norm()
         return {"eval/mse": F.mse_loss(prediction, y).item(), "eval/weight_error": weight_error.item()}
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "data_rng": self.data.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         if not self.training:
             return
         self.optimizer.load_state_dict(state["optimizer"])

@@ -8,6 +8,7 @@ import torch.distributed as dist
 
 from lab import registry
 from lab.runtime import RunOptions, Runtime, derive_seed, unwrap
+from lab.session import _close, resolve
 from tiny_configs import TINY
 
 
@@ -108,3 +109,32 @@ def test_training_through_the_raw_module_under_ddp_trips_the_guard(gloo, monkeyp
     with pytest.raises(AssertionError, match="Linear"):
         rt.optimize(net.head(net.trunk(x)).pow(2).mean(), optimizer)   # its submodules: the same
     rt.optimize(wrapped(x).pow(2).mean(), optimizer)               # the guard resets after tripping
+
+
+@pytest.mark.parametrize("algo", sorted(TINY))
+def test_every_algorithm_trains_through_its_wrappers(algo, gloo, monkeypatch):
+    """Under (a one-process) DDP no algorithm computes a loss through a raw module: the guard stays quiet."""
+    monkeypatch.setattr(Runtime, "distributed", property(lambda self: True))
+    _, module = registry.get(algo)
+    algorithm = module.Algorithm(resolve(module.Config(**TINY[algo])), Runtime(RunOptions(device="cpu")))
+    try:
+        step = 0
+        while step < getattr(algorithm, "learning_from", 0) + 3 * algorithm.step_size:   # DQN: past learning starts
+            algorithm.train_step(step)
+            step += algorithm.step_size
+    finally:
+        _close(algorithm)
+
+
+def test_an_algorithm_training_through_its_raw_network_is_refused(gloo, monkeypatch):
+    """The mistake the guard exists for: A2C computing its loss with the network instead of the wrapper."""
+    monkeypatch.setattr(Runtime, "distributed", property(lambda self: True))
+    _, module = registry.get("a2c")
+    algorithm = module.Algorithm(module.Config(**TINY["a2c"]), Runtime(RunOptions(device="cpu")))
+    try:
+        algorithm.train_step(0)
+        algorithm.train_net = algorithm.net                           # the raw module: no all-reduce
+        with pytest.raises(AssertionError, match="ActorCritic ran forward with gradients outside"):
+            algorithm.train_step(algorithm.step_size)
+    finally:
+        _close(algorithm)

@@ -29,7 +29,7 @@ from lab.config import in_range, non_negative, one_of, positive, require
 from lab.media import image_grid
 from lab.memory import require_batch
 from lab.presets import fill_unset
-from lab.runtime import Runtime
+from lab.runtime import Runtime, unwrap
 from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, load_images,
                              toy_distribution)
 from generative.diffusion.bound import reverse_step, step_term, variational_bound
@@ -254,7 +254,7 @@ class Algorithm:
                                          seed=runtime.derive_seed("real-data"), device=device)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.train_model = runtime.wrap(self.model)
+        self.model = runtime.wrap(self.model)   # the one handle: train through it, unwrap it for state
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.noise_rng = torch.Generator(device=device).manual_seed(runtime.derive_seed("noise"))
 
@@ -284,9 +284,9 @@ class Algorithm:
         if labels is not None:
             drop = torch.rand(b, generator=self.noise_rng, device=device) < cfg.label_dropout
             labels = torch.where(drop, self.num_classes, labels)                # "no label" for guidance
-        self.train_model.train()
+        self.model.train()
         with self.rt.autocast():
-            output = self.train_model(x_t, t, labels).float()
+            output = self.model(x_t, t, labels).float()
         v = None
         if cfg.learn_variance:
             output, v = output.chunk(2, dim=1)
@@ -309,7 +309,7 @@ class Algorithm:
     @torch.no_grad()
     def _update_ema(self, step: int) -> None:
         decay = min(self.config.ema_decay, (1 + step) / (10 + step))   # warm-up: early weights fade fast
-        for ema, param in zip(self.ema.parameters(), self.model.parameters()):
+        for ema, param in zip(self.ema.parameters(), unwrap(self.model).parameters()):
             ema.lerp_(param, 1.0 - decay)                    # θ_ema <- decay θ_ema + (1 - decay) θ
 
     def _decoder_nll(self, x0: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -442,7 +442,7 @@ class Algorithm:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+        state = {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
                  "optimizer": self.optimizer.state_dict(),
                  "noise_rng": self.noise_rng.get_state()}
         if self.is_toy:
@@ -452,7 +452,7 @@ class Algorithm:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         if not self.training:
             return

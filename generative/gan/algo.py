@@ -24,7 +24,7 @@ import torch
 from lab import Arrays, Image, Video
 from lab.memory import require_batch
 from lab.config import in_range, non_negative, one_of, positive, require
-from lab.runtime import Runtime
+from lab.runtime import Runtime, unwrap
 from generative.data import (DATASETS, IMAGE_DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset,
                              load_images, toy_distribution)
 from generative.gan.losses import LOSSES, gradient_penalty
@@ -229,9 +229,9 @@ class Algorithm:
                 config.channels, size, channels, self.num_classes, config.conditioning, config.spectral_norm,
                 batch_norm=config.loss != "wgan-gp" and not config.spectral_norm)
             self.best_metric = ("eval/fid", "min")
-        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
-        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        self.train_g, self.train_d = runtime.wrap(self.generator), runtime.wrap(self.discriminator)
+        self.ema = copy.deepcopy(generator.to(device)).eval().requires_grad_(False)
+        # one handle per network: train through the wrappers, unwrap them for the EMA and state
+        self.generator, self.discriminator = runtime.wrap(generator), runtime.wrap(discriminator)
         self.lr = lr
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(beta1, beta2))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(beta1, beta2))
@@ -262,17 +262,17 @@ class Algorithm:
     def _discriminator_step(self) -> dict:
         real, labels = self._real_batch()
         with torch.no_grad(), self.rt.autocast():
-            fake = self.train_g(self._latent(len(real)), labels).float()
+            fake = self.generator(self._latent(len(real)), labels).float()
         real, fake = self._instance_noise(real), self._instance_noise(fake)
         with self.rt.autocast():
-            d_real = self.train_d(real, labels).float()
-            d_fake = self.train_d(fake, labels).float()
+            d_real = self.discriminator(real, labels).float()
+            d_fake = self.discriminator(fake, labels).float()
         loss = self.d_loss_fn(d_real, d_fake)
         metrics = {"train/d_loss": loss.detach(), "train/d_real": d_real.mean().detach(),
                    "train/d_fake": d_fake.mean().detach()}
         if self.config.loss == "wgan-gp":
             epsilon = torch.rand(len(real), generator=self.noise_rng, device=real.device)
-            penalty = gradient_penalty(lambda x: self.train_d(x, labels).float(), real, fake, epsilon)
+            penalty = gradient_penalty(lambda x: self.discriminator(x, labels).float(), real, fake, epsilon)
             loss = loss + self.config.gp_weight * penalty   # L_D + lambda * E[(||grad D(x_hat)|| - 1)^2]
             metrics["train/gradient_penalty"] = penalty.detach()
         self.rt.optimize(loss, self.opt_d)
@@ -283,8 +283,8 @@ class Algorithm:
         labels = (torch.randint(self.num_classes, (n,), generator=self.noise_rng, device=self.rt.device)
                   if self.num_classes else None)
         with self.rt.autocast():
-            fake = self.train_g(self._latent(n), labels)
-            d_fake = self.train_d(self._instance_noise(fake.float()), labels).float()
+            fake = self.generator(self._latent(n), labels)
+            d_fake = self.discriminator(self._instance_noise(fake.float()), labels).float()
         loss = self.g_loss_fn(d_fake)
         self.rt.optimize(loss, self.opt_g)
         return {"train/g_loss": loss.detach()}
@@ -293,8 +293,9 @@ class Algorithm:
     def _update_ema(self) -> None:
         # G_ema <- decay * G_ema + (1 - decay) * G, with the decay warmed up over the first steps
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.generator.parameters()), 1 - decay)
-        for ema_buffer, buffer in zip(self.ema.buffers(), self.generator.buffers()):
+        generator = unwrap(self.generator)
+        torch._foreach_lerp_(list(self.ema.parameters()), list(generator.parameters()), 1 - decay)
+        for ema_buffer, buffer in zip(self.ema.buffers(), generator.buffers()):
             ema_buffer.copy_(buffer)
 
     def _set_learning_rates(self) -> None:
@@ -395,7 +396,7 @@ class Algorithm:
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
         return {
-            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "generator": unwrap(self.generator).state_dict(), "discriminator": unwrap(self.discriminator).state_dict(),
             "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "noise_rng": self.noise_rng.get_state(), "step": self.step,
             "data": self.real_rng.get_state() if self.toy else self.batches.state_dict(),
@@ -403,8 +404,8 @@ class Algorithm:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
+        unwrap(self.generator).load_state_dict(state["generator"])
+        unwrap(self.discriminator).load_state_dict(state["discriminator"])
         self.ema.load_state_dict(state["ema"])
         self.step = int(state["step"])
         if not self.training:
