@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from lab.benchmark import ResultsPath, parse, results_path
-from lab.runtime import RunOptions
+from lab.runtime import RunOptions, derive_seed
 from lab.session import train_in_memory
 from rl.evaluation import run_episodes
 from rl.pg import a2c
@@ -36,7 +36,6 @@ from rl.pg.common import EvalOptions
 
 SOLVED = 475.0
 EVAL_EPISODES = 20
-EVAL_SEED_OFFSET = 10_000   # the seed our Algorithm.evaluate plays its evaluation episodes with
 
 
 class Clock:
@@ -61,7 +60,7 @@ class GreedyEvaluation:
 
     def __init__(self, env_id: str, seed: int, target: float):
         super().__init__()
-        self.env_id, self.eval_seed, self.target = env_id, seed + EVAL_SEED_OFFSET, target
+        self.env_id, self.eval_seed, self.target = env_id, derive_seed(seed, "eval"), target
         self.score, self.solved_at, self.eval_wall, self.evaluated_at = float("nan"), None, 0.0, 0
 
     def evaluate(self) -> None:

@@ -35,7 +35,7 @@ from generative.data import BatchIterator, load_images
 from generative.diffusion.algo import Algorithm, Config, EvalOptions
 from generative.metrics import score_images
 from lab.benchmark import ResultsPath, parse, results_path
-from lab.runtime import RunOptions
+from lab.runtime import RunOptions, derive_seed
 from lab.session import in_memory_trainer, train_in_memory
 
 SIZE = 16
@@ -92,8 +92,9 @@ class Diffusers:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         self.ema = EMAModel(self.model.parameters(), decay=0.995)
         data = load_images("digits", "train", size=SIZE)
-        self.batches = BatchIterator(data.images * 2 - 1, data.labels, batch_size=batch, seed=seed + 1, device="cpu")
-        self.generator = torch.Generator().manual_seed(seed + 2)
+        self.batches = BatchIterator(data.images * 2 - 1, data.labels, batch_size=batch,
+                                     seed=derive_seed(seed, "real-data"), device="cpu")   # our data order
+        self.generator = torch.Generator().manual_seed(derive_seed(seed, "noise"))
         self.lr_factor = lr_factor
 
     def train(self, start: int, stop: int) -> None:

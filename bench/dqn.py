@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from lab.benchmark import ResultsPath, parse, results_path
-from lab.runtime import RunOptions
+from lab.runtime import RunOptions, derive_seed
 from lab.session import in_memory_trainer, train_in_memory
 from rl.dqn.algo import Config, EvalOptions
 from rl.dqn.replay import ReplayBuffer
@@ -84,7 +84,7 @@ class Clock:
 
 
 def greedy_return(policy, seed: int) -> float:
-    return float(run_episodes(policy, "CartPole-v1", 20, seed=seed + 1_000_000).mean())
+    return float(run_episodes(policy, "CartPole-v1", 20, seed=derive_seed(seed, "eval")).mean())
 
 
 # ---------------------------------------------------------------------------- CartPole

@@ -75,10 +75,10 @@ def score(algo: str, algorithm, k: int, seed: int) -> dict:
         return {"nll": algorithm.test_nll().mean().item(), "samples": samples}
     if algo == "vae":
         from generative.vae.model import log_likelihood_bounds
-        algorithm.model.eval()
-        bounds = log_likelihood_bounds(algorithm.model, algorithm.test_x, k, generator=generator)
+        algorithm.vae.eval()
+        bounds = log_likelihood_bounds(algorithm.vae, algorithm.test_x, k, generator=generator)
         return {"neg_elbo": -bounds["elbo"].mean().item(), "nll": -bounds["iw"].mean().item(),
-                "samples": algorithm.model.sample(64, generator)}
+                "samples": algorithm.vae.sample(64, generator)}
     bound = {key: value.mean().item() for key, value in algorithm.test_bound(seed).items()}
     samples, _ = algorithm.generate(64, sampler="ddim", steps=50, seed=seed)
     return {"nll": bound["total"], "bound_terms": bound, "samples": samples}

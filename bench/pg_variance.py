@@ -29,7 +29,7 @@ import torch
 
 from envs.make import make_vector_env
 from lab.benchmark import ResultsPath, parse, results_path
-from lab.runtime import RunOptions, Runtime
+from lab.runtime import RunOptions, Runtime, derive_seed
 from rl.nets import mlp
 from lab.session import train_in_memory
 from rl.pg import a2c
@@ -148,11 +148,13 @@ def measure(env_id: str = "CartPole-v1", train_steps: int = 10_000, batches: int
             gamma: float = 1.0, gae_lambda: float = 0.0, seed: int = 0) -> dict:
     """Variance and cosine-to-reference of each estimator, plus the mean-preservation check of the baseline."""
     net = fixed_policy(env_id, train_steps, seed)
-    value = fit_baseline(concatenate(play_episodes(net, env_id, baseline_episodes, seed + 1)), gamma, seed)
-    reference_batch = concatenate(play_episodes(net, env_id, reference_episodes, seed + 2))
+    baseline_batch = concatenate(play_episodes(net, env_id, baseline_episodes, derive_seed(seed, "baseline-episodes")))
+    value = fit_baseline(baseline_batch, gamma, seed)
+    reference_batch = concatenate(play_episodes(net, env_id, reference_episodes,
+                                                derive_seed(seed, "reference-episodes")))
     reference = gradients(net, reference_batch, weightings(reference_batch, value, gamma, gae_lambda),
                           ["reward-to-go - baseline"])["reward-to-go - baseline"]
-    episodes = play_episodes(net, env_id, batches * episodes_per_batch, seed + 3)
+    episodes = play_episodes(net, env_id, batches * episodes_per_batch, derive_seed(seed, "estimate-episodes"))
     estimates = {name: [] for name in ESTIMATORS}
     # not a training loop: gradient samples of the frozen policy, collected for their variance, never applied
     for k in range(batches):

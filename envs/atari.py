@@ -83,6 +83,8 @@ class AtariEpisodes(gym.vector.VectorWrapper):
         self.lives = np.zeros(self.num_envs, dtype=np.int64)
 
     def reset(self, *, seed=None, options=None):
+        if isinstance(seed, int):   # ALE's C++ envs take 32-bit seeds (seed .. seed + num_envs - 1)
+            seed %= 2**31 - self.num_envs
         obs, infos = self.env.reset(seed=seed, options=options)
         self.returns[:], self.lengths[:] = 0.0, 0
         self.lives = infos["lives"].astype(np.int64)

@@ -165,7 +165,7 @@ class Agent(_Loaded):
         the result holds a ``lab.Video`` under ``videos/episode``."""
         eval_options = self._options("EvalOptions", {"episodes": episodes, "video": video, **options})
         with self.runtime.isolated_rng():
-            return self.algorithm.evaluate(eval_options)
+            return self.algorithm.evaluate(eval_options, during_training=False)
 
 
 class Pipeline(_Loaded):

@@ -19,13 +19,15 @@ from lab import session
 from lab.config import to_dict
 from lab.errors import LabError
 from lab.logger import read_metrics
+from lab.runtime import unwrap
 
 FORMATS = ("safetensors", "diffusers")
 
 
 def networks(algorithm: Any) -> dict[str, torch.nn.Module]:
-    """The ``nn.Module`` attributes of a loaded algorithm, by attribute name (wrappers left out)."""
-    return {name: value for name, value in vars(algorithm).items()
+    """The ``nn.Module`` attributes of a loaded algorithm, by attribute name: the modules inside wrappers
+    (``unwrap``), and RL's separate ``train_*`` wrappers left out."""
+    return {name: unwrap(value) for name, value in vars(algorithm).items()
             if isinstance(value, torch.nn.Module) and not name.startswith("train_")}
 
 

@@ -26,9 +26,12 @@ class Algorithm(Protocol):
         """One unit of work (an env step batch + update, or one optimizer step); returns metrics.
         Values may be floats or 0-d tensors (left on the device: the trainer syncs only when it logs)."""
 
-    def evaluate(self, options: Any = None) -> dict[str, Any]:
-        """Evaluation metrics (``eval/...``) and optional media. ``options`` is the module's
-        ``EvalOptions`` under ``lab eval`` and None during training."""
+    def evaluate(self, options: Any = None, *, during_training: bool = False) -> dict[str, Any]:
+        """Evaluation metrics (``eval/...``) and optional media. ``options``: the module's ``EvalOptions``
+        (None: the run's own evaluation settings). The trainer passes ``during_training=True`` (it may keep
+        what a training evaluation records, such as the GAN's snapshots for its training video, and skip
+        what only a final evaluation computes); `lab eval` and ``lab.load(...).evaluate`` pass False, and
+        then evaluating changes nothing ``state_dict`` returns."""
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume exactly, as tensors and plain Python values (no numpy arrays,

@@ -2,11 +2,13 @@
 
 The trainer builds one ``Runtime`` and hands it to the algorithm. An algorithm touches it in few
 places (Fabric-style): ``rt.device``, ``with rt.autocast():``, ``rt.optimize(loss, optimizer)``,
-``rt.wrap(module)`` and ``rt.shard(batch_size)``. Everything else stays the algorithm's own.
+``rt.wrap(module)``, ``rt.shard(batch_size)`` and ``rt.derive_seed(name)``. Everything else stays the
+algorithm's own.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ class RunOptions:
     """How to run a training job (the same flags for every algorithm)."""
 
     seed: int = 0
-    """Seed of every random number generator (rank r of a torchrun job uses seed + r)."""
+    """Seed of the run: the global generators of rank r are seeded with seed + r, and every named stream
+    (envs, replay, noise, data, evaluation) with a hash of (seed, rank, name) (``derive_seed``)."""
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     """Where to train: auto picks cuda, then mps, then cpu."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -97,6 +100,7 @@ class Runtime:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=options.precision == "fp16")
         self.seed = options.seed
         self.rank_seed = options.seed + self.rank
+        self._bypassed: str | None = None
         self._configure_determinism(options.deterministic)
         seed_everything(self.rank_seed)
 
@@ -123,6 +127,16 @@ class Runtime:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def derive_seed(self, name: str, per_rank: bool = True) -> int:
+        """The seed of the random stream ``name`` ("envs/0", "replay", "noise", "real-data", "eval", ...) of
+        this run: a stable hash of the run's seed, this process's rank and the name (``derive_seed``).
+
+        ``per_rank=False`` gives every rank the same seed (rank 0's): streams that must agree across
+        processes, such as evaluation episodes (every rank would evaluate the same ones) and a global batch
+        that each rank then shards.
+        """
+        return derive_seed(self.seed, name, self.rank if per_rank else 0)
+
     # ---------------------------------------------------------------- the training step
     def autocast(self):
         """Mixed-precision context for forward passes; a no-op in fp32."""
@@ -135,7 +149,16 @@ class Runtime:
         """zero_grad, backward (scaled in fp16), optional gradient-norm clipping, step.
 
         Returns the gradient norm before clipping when clipping is on (a tensor; no host sync).
+        Under torchrun it refuses a loss computed through a DDP-wrapped network's raw module (its gradients
+        would skip the all-reduce, and the ranks drift apart silently).
         """
+        bypassed = getattr(self, "_bypassed", None)
+        if bypassed is not None:
+            self._bypassed = None
+            raise AssertionError(
+                f"{bypassed} ran forward with gradients outside the DistributedDataParallel wrapper that "
+                "rt.wrap returned; train through the wrapper (its gradients are all-reduced), use "
+                "lab.runtime.unwrap(wrapper) only for state_dict, evaluation and export.")
         optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         grad_norm = None
@@ -150,15 +173,42 @@ class Runtime:
     def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         """Move to the device; wrap in DistributedDataParallel under torchrun; compile if asked.
 
-        Keep the unwrapped module for ``state_dict`` and evaluation; train through the wrapper.
+        Train through the wrapper; ``unwrap(wrapper)`` is the module itself, for ``state_dict``, evaluation
+        and export. Under torchrun a forward pass of the raw module (or any of its submodules) in training
+        mode with gradients enabled makes the next ``optimize`` fail: those gradients skip the all-reduce
+        (not checked with ``--compile``).
         """
         module = module.to(self.device)
         if self.distributed and any(p.requires_grad for p in module.parameters()):
             device_ids = [self.device.index] if self.device.type == "cuda" else None
+            raw = module
             module = torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+            if not self.options.compile:   # hooks with Python side effects would break compiled graphs
+                self._guard_raw_forward(raw, module)
         if self.options.compile:
             module = torch.compile(module)
         return module
+
+    def _guard_raw_forward(self, raw: torch.nn.Module, wrapper: torch.nn.Module) -> None:
+        """Record (for ``optimize`` to refuse) a training-mode, gradient-enabled forward pass of ``raw`` or
+        its submodules that did not go through ``wrapper``."""
+        depth = [0]
+
+        def enter(module, args):
+            depth[0] += 1
+
+        def leave(module, args, output):
+            depth[0] -= 1
+
+        def check(module, args):
+            if depth[0] == 0 and module.training and torch.is_grad_enabled() and self._bypassed is None:
+                self._bypassed = f"{type(module).__name__} (inside {type(raw).__name__})" if module is not raw \
+                    else type(raw).__name__
+
+        wrapper.register_forward_pre_hook(enter)
+        wrapper.register_forward_hook(leave, always_call=True)
+        for submodule in raw.modules():
+            submodule.register_forward_pre_hook(check)
 
     def shard(self, global_batch: int) -> slice:
         """The rows of a global batch that this process handles (all rows without torchrun)."""
@@ -227,6 +277,30 @@ def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
     return norm
+
+
+def derive_seed(seed: int, name: str, rank: int = 0) -> int:
+    """The seed of the random stream ``name`` of rank ``rank`` in a run seeded ``seed``: the first 8 bytes of
+    BLAKE2b("{seed}/{rank}/{name}"), shifted into [0, 2**63).
+
+    Stable across processes, Python versions and machines (unlike ``hash()``, which is salted per process),
+    and distinct streams never share a seed (seed + k gave stream k of rank r the seed of rank r + k).
+    Benchmarks call it to play their peers' evaluation episodes with the seeds ``Algorithm.evaluate`` uses.
+    """
+    digest = hashlib.blake2b(f"{seed}/{rank}/{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The module inside what ``Runtime.wrap`` returned: through torch.compile (``_orig_mod``) and
+    DistributedDataParallel (``.module``); a plain module is returned as is."""
+    while True:
+        if isinstance(module, torch.nn.parallel.DistributedDataParallel):
+            module = module.module
+        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, torch.nn.Module):
+            module = module._orig_mod
+        else:
+            return module
 
 
 def seed_everything(seed: int) -> None:

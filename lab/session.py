@@ -19,15 +19,6 @@ from lab.runtime import RunOptions, Runtime
 from lab.trainer import EvalCallback, Trainer
 
 
-def run_label(config: Any) -> str | None:
-    """The env or data set a run is about, for its folder name."""
-    for name in ("env_id", "env", "data", "dataset"):
-        value = getattr(config, name, None)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def resolve(config: Any) -> Any:
     """The config an algorithm sees and config.json records: derived defaults written in (``resolved()``)."""
     return config.resolved() if hasattr(config, "resolved") else config
@@ -76,7 +67,7 @@ def _trainer(algo: str, config: Any, options: RunOptions, *, with_folder: bool, 
     try:
         algorithm = module.Algorithm(config, runtime)
         if with_folder and runtime.is_main:
-            path = options.run_dir or RunDir.default_path(options.runs_dir, algo, run_label(config), options.seed)
+            path = options.run_dir or RunDir.default_path(options.runs_dir, algo, config.run_label(), options.seed)
             run = RunDir.create(path, {"algo": algo, "config": to_dict(config), "options": to_dict(options)})
         yield Trainer(algo, config, options, runtime, algorithm, run, eval_options=eval_options,
                       on_evaluate=stop_when)
@@ -222,7 +213,8 @@ def _call_on_checkpoint(run_path: Path, method: str, options: Any, which: str, d
         if not hasattr(algorithm, method):
             raise LabError(f"{saved['algo']} runs do not generate samples; `lab sample` takes a generative run.")
         with runtime.isolated_rng():
-            results = getattr(algorithm, method)(options)
+            extra = {"during_training": False} if method == "evaluate" else {}
+            results = getattr(algorithm, method)(options, **extra)
     finally:
         _close(algorithm)
         runtime.close()

@@ -235,7 +235,7 @@ class Trainer:
         stop = False
         if self.runtime.is_main:
             with self.runtime.isolated_rng():
-                results = self.algorithm.evaluate(self.eval_options)
+                results = self.algorithm.evaluate(self.eval_options, during_training=True)
             logger.log(step, results)
             self.history.append((step, results))
             key, mode = getattr(self.algorithm, "best_metric", None) or (None, None)

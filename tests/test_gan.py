@@ -194,6 +194,16 @@ def test_resume_is_exact(loss):
             assert torch.equal(x, y), name
 
 
+def test_only_training_evaluations_keep_a_snapshot_for_the_training_video():
+    algorithm = Algorithm(tiny_toy(eval_samples=64), Runtime(RunOptions(device="cpu")))
+    algorithm.train_step(0)
+    algorithm.evaluate(during_training=True)              # the trainer's evaluation
+    assert algorithm.snapshot_steps == [1] and len(algorithm.state_dict()["snapshots"]) == 1
+    algorithm.evaluate(during_training=False)             # `lab eval`: the saved state stays as it was
+    algorithm.evaluate()
+    assert algorithm.snapshot_steps == [1] and len(algorithm.state_dict()["snapshots"]) == 1
+
+
 def test_one_step_counts_n_critic_discriminator_updates():
     algorithm = Algorithm(tiny_toy(n_critic=3), Runtime(RunOptions(device="cpu")))
     algorithm.train_step(0)

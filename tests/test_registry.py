@@ -25,6 +25,12 @@ CHANGED_BY_RESTORE = {"dqn": {"replay.done"}}
 episodes they were in (their last slots are marked done)."""
 
 
+CHEAP_EVAL = {"dqn": dict(episodes=1), "reinforce": dict(episodes=1), "actor-critic": dict(episodes=1),
+              "a2c": dict(episodes=1), "ppo": dict(episodes=1), "vae": dict(k=2, n=16, scores=False),
+              "gan": dict(n=16), "ddpm": dict(n=16, steps=5), "pixelcnn": dict(n=4, scores=False)}
+"""The smallest `lab eval` options of each algorithm that has any."""
+
+
 def test_every_registered_algorithm_has_a_tiny_config_here():
     assert set(TINY) == set(registry.ALGORITHMS)
 
@@ -52,6 +58,13 @@ def test_the_protocol_holds(algo):
         trainer.fit()                                    # headless: two steps, one evaluation at the end
         assert trainer.step == two_steps and len(trainer.history) == 1
         state = algorithm.state_dict()
+        eval_options = module.EvalOptions(**CHEAP_EVAL[algo]) if algo in CHEAP_EVAL else None
+        with runtime.isolated_rng():
+            algorithm.evaluate(eval_options, during_training=False)   # `lab eval`: changes no saved state
+        after = dict(leaves(algorithm.state_dict()))
+        for path, value in leaves(state):
+            assert (torch.equal(value, after[path]) if isinstance(value, torch.Tensor)
+                    else value == after[path]), path
         reloaded = torch.load(io.BytesIO(_state_bytes(state)), weights_only=True)
     finally:
         _close(algorithm)
@@ -77,3 +90,11 @@ def test_the_protocol_holds(algo):
         _close(lean)
 
     assert from_dict(module.Config, to_dict(config)) == config              # tuples, paths, None survive
+
+
+@pytest.mark.parametrize("algo", sorted(TINY))
+def test_configs_name_their_run_folder(algo):
+    _, module = registry.get(algo)
+    config = module.Config(**TINY[algo])
+    expected = getattr(config, "env_id", None) or getattr(config, "data", None)   # what runs/ folders show
+    assert config.run_label() == expected

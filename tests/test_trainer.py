@@ -167,9 +167,9 @@ def test_plot_draws_mean_and_std_over_seeds(tmp_path, lab):
 
 
 class SlowToEvaluate(toy.Algorithm):
-    def evaluate(self, options=None) -> dict:
+    def evaluate(self, options=None, *, during_training: bool = False) -> dict:
         time.sleep(0.5)   # far longer than the 100 training steps
-        return super().evaluate(options)
+        return super().evaluate(options, during_training=during_training)
 
 
 @pytest.mark.parametrize("eval_every, evaluated_steps", [(0, [10, 100]), (10, list(range(10, 101, 10)))])
@@ -209,7 +209,7 @@ def test_training_in_pieces_matches_one_fit_and_evaluates_only_on_its_cadence():
 
 
 class BusyToEvaluate(toy.Algorithm):
-    def evaluate(self, options=None) -> dict:
+    def evaluate(self, options=None, *, during_training: bool = False) -> dict:
         until = time.process_time() + 0.3   # CPU work, far more than 20 training steps
         while time.process_time() < until:
             pass

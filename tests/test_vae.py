@@ -158,7 +158,7 @@ def trained():
                      Runtime(RunOptions(device="cpu", seed=0)))
 
     def neg_elbo():
-        return -log_likelihood_bounds(algo.model, algo.test_x, 4, generator=torch.Generator().manual_seed(0))[
+        return -log_likelihood_bounds(algo.vae, algo.test_x, 4, generator=torch.Generator().manual_seed(0))[
             "elbo"].mean().item()
 
     before = neg_elbo()
@@ -176,7 +176,7 @@ def test_short_training_lowers_the_test_negative_elbo_well_below_its_start(train
 def test_importance_weighted_bound_is_above_the_elbo_and_rises_with_k_on_a_trained_model(trained):
     algo, _, _ = trained
     def bound(k, seed):
-        return log_likelihood_bounds(algo.model, algo.test_x, k, generator=torch.Generator().manual_seed(seed))
+        return log_likelihood_bounds(algo.vae, algo.test_x, k, generator=torch.Generator().manual_seed(seed))
 
     elbo = bound(1000, 0)["elbo"]   # its reconstruction term averaged over 1000 samples: nearly exact
     # E[IW_K] per image, estimated from independent repeats (a single IW_10 is noisy)

@@ -29,7 +29,7 @@ from lab.config import in_range, non_negative, one_of, positive, require
 from lab.media import image_grid
 from lab.memory import require_batch
 from lab.presets import fill_unset
-from lab.runtime import Runtime
+from lab.runtime import Runtime, unwrap
 from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, load_images,
                              toy_distribution)
 from generative.diffusion.bound import reverse_step, step_term, variational_bound
@@ -99,6 +99,10 @@ class Config:
     """Optimizer steps to train for (one step = one minibatch)."""
     eval_samples: int = 256
     """Samples drawn (DDIM, 50 steps) at each evaluation during training."""
+
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
 
     def __post_init__(self):
         check_dataset(self.data, DATASETS)
@@ -227,7 +231,7 @@ class Algorithm:
             self.toy = toy_distribution(config.data)
             self.shape, self.num_classes = (2,), 0
             self.model = MLPDenoiser(2, config.mlp_width, config.mlp_depth)
-            self.toy_rng = torch.Generator().manual_seed(runtime.rank_seed + 1)
+            self.toy_rng = torch.Generator().manual_seed(runtime.derive_seed("real-data"))
             self.levels = None
             require(not config.learn_variance, f"--learn-variance needs image data; {config.data} is 2-D points.")
         else:
@@ -247,12 +251,12 @@ class Algorithm:
             require(self.local_batch <= len(data.images),
                     f"--batch-size {config.batch} exceeds the {len(data.images)} training images of {config.data}.")
             self.batches = BatchIterator(data.images, data.labels, batch_size=self.local_batch,
-                                         seed=runtime.rank_seed + 1, device=device)
+                                         seed=runtime.derive_seed("real-data"), device=device)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.train_model = runtime.wrap(self.model)
+        self.model = runtime.wrap(self.model)   # the one handle: train through it, unwrap it for state
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
-        self.noise_rng = torch.Generator(device=device).manual_seed(runtime.rank_seed + 2)
+        self.noise_rng = torch.Generator(device=device).manual_seed(runtime.derive_seed("noise"))
 
     # ------------------------------------------------------------------ training
     def _lr_factor(self, step: int) -> float:
@@ -280,9 +284,9 @@ class Algorithm:
         if labels is not None:
             drop = torch.rand(b, generator=self.noise_rng, device=device) < cfg.label_dropout
             labels = torch.where(drop, self.num_classes, labels)                # "no label" for guidance
-        self.train_model.train()
+        self.model.train()
         with self.rt.autocast():
-            output = self.train_model(x_t, t, labels).float()
+            output = self.model(x_t, t, labels).float()
         v = None
         if cfg.learn_variance:
             output, v = output.chunk(2, dim=1)
@@ -305,7 +309,7 @@ class Algorithm:
     @torch.no_grad()
     def _update_ema(self, step: int) -> None:
         decay = min(self.config.ema_decay, (1 + step) / (10 + step))   # warm-up: early weights fade fast
-        for ema, param in zip(self.ema.parameters(), self.model.parameters()):
+        for ema, param in zip(self.ema.parameters(), unwrap(self.model).parameters()):
             ema.lerp_(param, 1.0 - decay)                    # θ_ema <- decay θ_ema + (1 - decay) θ
 
     def _decoder_nll(self, x0: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
@@ -394,9 +398,11 @@ class Algorithm:
         return torch.arange(n) % self.num_classes
 
     # ------------------------------------------------------------------ evaluation and `lab sample`
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        final = options is not None
-        options = options or EvalOptions(n=self.config.eval_samples, steps=min(50, self.schedule.num_steps))
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
+        final = not during_training
+        if options is None:
+            options = (EvalOptions(n=self.config.eval_samples, steps=min(50, self.schedule.num_steps))
+                       if during_training else EvalOptions())
         from generative.metrics import score_images, score_toy   # the scoring classifier loads only when evaluating
         labels = self._labels(options.n, None, options.guidance)
         samples, _ = self.generate(options.n, sampler=options.sampler, steps=options.steps, eta=options.eta,
@@ -436,7 +442,7 @@ class Algorithm:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+        state = {"model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict(),
                  "optimizer": self.optimizer.state_dict(),
                  "noise_rng": self.noise_rng.get_state()}
         if self.is_toy:
@@ -446,7 +452,7 @@ class Algorithm:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         if not self.training:
             return

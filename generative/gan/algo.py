@@ -26,7 +26,7 @@ import torch
 from lab import Arrays, Image, Video
 from lab.memory import require_batch
 from lab.config import in_range, non_negative, one_of, positive, require
-from lab.runtime import Runtime
+from lab.runtime import Runtime, unwrap
 from generative.data import (DATASETS, IMAGE_DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset,
                              load_images, toy_distribution)
 from generative.gan.losses import LOSSES, gradient_penalty, r1_penalty
@@ -109,6 +109,10 @@ class Config:
     """Samples drawn at each evaluation (2,500 as in the VEEGAN / PacGAN toy benchmarks)."""
     total_steps: int = 3000
     """Generator updates to train for (each preceded by n_critic discriminator updates)."""
+
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
 
     def __post_init__(self):
         check_dataset(self.data, DATASETS)
@@ -221,7 +225,7 @@ class Algorithm:
         if self.toy:
             self.distribution = toy_distribution(config.data)
             self.num_classes = 0
-            self.real_rng = torch.Generator().manual_seed(runtime.rank_seed + 1)
+            self.real_rng = torch.Generator().manual_seed(runtime.derive_seed("real-data"))
             generator = MLPGenerator(config.z_dim, config.hidden, config.depth)
             discriminator = mlp_discriminator(config.hidden, config.depth, dim=2 * config.pack,
                                               use_spectral_norm=config.spectral_norm)
@@ -232,19 +236,19 @@ class Algorithm:
             channels, size = images.images.shape[1], images.images.shape[-1]
             self.pixels = size * size
             self.batches = BatchIterator(images.images * 2 - 1, images.labels, batch_size=config.batch_size,
-                                         seed=runtime.rank_seed + 1, device=device)
+                                         seed=runtime.derive_seed("real-data"), device=device)
             generator = DCGANGenerator(config.z_dim, config.channels, size, channels, self.num_classes)
             discriminator = dcgan_discriminator(
                 config.channels, size, channels, self.num_classes, config.conditioning, config.spectral_norm,
                 batch_norm=config.loss != "wgan-gp" and not config.spectral_norm)
             self.best_metric = ("eval/fid", "min")
-        self.generator, self.discriminator = generator.to(device), discriminator.to(device)
-        self.ema = copy.deepcopy(self.generator).eval().requires_grad_(False)
-        self.train_g, self.train_d = runtime.wrap(self.generator), runtime.wrap(self.discriminator)
+        self.ema = copy.deepcopy(generator.to(device)).eval().requires_grad_(False)
+        # one handle per network: train through the wrappers, unwrap them for the EMA and state
+        self.generator, self.discriminator = runtime.wrap(generator), runtime.wrap(discriminator)
         self.lr = lr
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(beta1, beta2))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(beta1, beta2))
-        self.noise_rng = torch.Generator(device).manual_seed(runtime.rank_seed + 2)
+        self.noise_rng = torch.Generator(device).manual_seed(runtime.derive_seed("noise"))
         self.m = config.pack
         self.step = 0
         self.snapshots: list[torch.Tensor] = []   # toy samples at each training evaluation, for the GIF
@@ -272,21 +276,21 @@ class Algorithm:
     def _discriminator_step(self) -> dict:
         real, labels = self._real_batch()
         with torch.no_grad(), self.rt.autocast():
-            fake = pack(self.train_g(self._latent(len(real) * self.m), labels).float(), self.m)
+            fake = pack(self.generator(self._latent(len(real) * self.m), labels).float(), self.m)
         real, fake = self._instance_noise(real), self._instance_noise(fake)
         with self.rt.autocast():
-            d_real = self.train_d(real, labels).float()
-            d_fake = self.train_d(fake, labels).float()
+            d_real = self.discriminator(real, labels).float()
+            d_fake = self.discriminator(fake, labels).float()
         loss = self.d_loss_fn(d_real, d_fake)
         metrics = {"train/d_loss": loss.detach(), "train/d_real": d_real.mean().detach(),
                    "train/d_fake": d_fake.mean().detach()}
         if self.config.loss == "wgan-gp":
             epsilon = torch.rand(len(real), generator=self.noise_rng, device=real.device)
-            penalty = gradient_penalty(lambda x: self.train_d(x, labels).float(), real, fake, epsilon)
+            penalty = gradient_penalty(lambda x: self.discriminator(x, labels).float(), real, fake, epsilon)
             loss = loss + self.config.gp_weight * penalty   # L_D + lambda * E[(||grad D(x_hat)|| - 1)^2]
             metrics["train/gradient_penalty"] = penalty.detach()
         if self.config.r1_weight > 0:
-            penalty = r1_penalty(lambda x: self.train_d(x, labels).float(), real)
+            penalty = r1_penalty(lambda x: self.discriminator(x, labels).float(), real)
             loss = loss + self.config.r1_weight / 2 * penalty   # L_D + gamma / 2 * E_data[||grad D(x)||^2]
             metrics["train/r1_penalty"] = penalty.detach()
         self.rt.optimize(loss, self.opt_d)
@@ -297,8 +301,8 @@ class Algorithm:
         labels = (torch.randint(self.num_classes, (n,), generator=self.noise_rng, device=self.rt.device)
                   if self.num_classes else None)
         with self.rt.autocast():
-            fake = pack(self.train_g(self._latent(n * self.m), labels).float(), self.m)
-            d_fake = self.train_d(self._instance_noise(fake), labels).float()
+            fake = pack(self.generator(self._latent(n * self.m), labels).float(), self.m)
+            d_fake = self.discriminator(self._instance_noise(fake), labels).float()
         loss = self.g_loss_fn(d_fake)
         self.rt.optimize(loss, self.opt_g)
         return {"train/g_loss": loss.detach()}
@@ -307,8 +311,9 @@ class Algorithm:
     def _update_ema(self) -> None:
         # G_ema <- decay * G_ema + (1 - decay) * G, with the decay warmed up over the first steps
         decay = min(self.config.ema_decay, (1 + self.step) / (10 + self.step))
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.generator.parameters()), 1 - decay)
-        for ema_buffer, buffer in zip(self.ema.buffers(), self.generator.buffers()):
+        generator = unwrap(self.generator)
+        torch._foreach_lerp_(list(self.ema.parameters()), list(generator.parameters()), 1 - decay)
+        for ema_buffer, buffer in zip(self.ema.buffers(), generator.buffers()):
             ema_buffer.copy_(buffer)
 
     def _set_learning_rates(self) -> None:
@@ -354,14 +359,14 @@ class Algorithm:
         return samples_grid(self.generate(z, labels), nrow=steps)
 
     @torch.no_grad()
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
         n = options.n if options is not None and options.n > 0 else self.config.eval_samples
-        rng = torch.Generator(self.rt.device).manual_seed(self.rt.seed + 3)   # the same latents every time
+        rng = torch.Generator(self.rt.device).manual_seed(self.rt.derive_seed("eval", per_rank=False))   # same latents
         z = truncated_normal((n, self.config.z_dim), None, rng, self.rt.device)
         labels = self._labels(n)
         samples = self.generate(z, labels)
         if self.toy:
-            return self._evaluate_toy(samples, during_training=options is None)
+            return self._evaluate_toy(samples, during_training)
         scores = score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
                               device=self.rt.device)
         shown = samples[:100] if self.num_classes else samples[:64]
@@ -409,7 +414,7 @@ class Algorithm:
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
         return {
-            "generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+            "generator": unwrap(self.generator).state_dict(), "discriminator": unwrap(self.discriminator).state_dict(),
             "ema": self.ema.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "noise_rng": self.noise_rng.get_state(), "step": self.step,
             "data": self.real_rng.get_state() if self.toy else self.batches.state_dict(),
@@ -417,8 +422,8 @@ class Algorithm:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
+        unwrap(self.generator).load_state_dict(state["generator"])
+        unwrap(self.discriminator).load_state_dict(state["discriminator"])
         self.ema.load_state_dict(state["ema"])
         self.step = int(state["step"])
         if not self.training:

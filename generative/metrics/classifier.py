@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from generative.data import IMAGE_DATASETS, NATIVE_SHAPE, BatchIterator, check_dataset, load_images
 from lab.config import positive, require, to_dict
 from lab.errors import LabError
-from lab.runtime import RunOptions, Runtime, rng_state, set_rng_state
+from lab.runtime import RunOptions, Runtime, rng_state, set_rng_state, unwrap
 
 VERSION = "v1"
 """Bump when the network or its training changes: cached classifiers of another version are not used,
@@ -48,6 +48,10 @@ class Config:
     total_steps: int = 200
     """Optimizer steps (one minibatch each): 200 is about 9 epochs of digits (seconds on a CPU, 99.4 % test
     accuracy); MNIST / Fashion-MNIST / CIFAR-10 need about 5000."""
+
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
 
     def __post_init__(self):
         check_dataset(self.data, IMAGE_DATASETS)
@@ -88,8 +92,7 @@ class Algorithm:
         self.config, self.rt, self.training = config, runtime, training
         train = load_images(config.data, "train", config.data_dir)
         self.test = load_images(config.data, "test", config.data_dir)
-        self.network = ConvClassifier(train.images.shape[1], train.num_classes, config.width).to(runtime.device)
-        self.train_network = runtime.wrap(self.network)
+        self.network = runtime.wrap(ConvClassifier(train.images.shape[1], train.num_classes, config.width))
         self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         def cosine(step: int) -> float:   # the learning rate decays to 0 along half a cosine
             return 0.5 * (1.0 + math.cos(math.pi * min(step, config.total_steps) / config.total_steps))
@@ -101,25 +104,25 @@ class Algorithm:
         images, labels = next(self.batches)
         self.network.train()
         with self.rt.autocast():
-            logits = self.train_network(images)
+            logits = self.network(images)
         loss = F.cross_entropy(logits.float(), labels)   # negative log-likelihood of the true class
         self.rt.optimize(loss, self.optimizer)
         self.schedule.step()
         return {"train/loss": loss.detach()}
 
     @torch.no_grad()
-    def evaluate(self, options=None) -> dict:
-        logits = predict_logits(self.network, self.test.images, self.rt.device)
+    def evaluate(self, options=None, *, during_training: bool = False) -> dict:
+        logits = predict_logits(unwrap(self.network), self.test.images, self.rt.device)
         labels = self.test.labels.to(logits.device)
         return {"eval/accuracy": (logits.argmax(1) == labels).float().mean().item(),
                 "eval/loss": F.cross_entropy(logits, labels).item()}
 
     def state_dict(self) -> dict:
-        return {"network": self.network.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"network": unwrap(self.network).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "batches": self.batches.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.network.load_state_dict(state["network"])
+        unwrap(self.network).load_state_dict(state["network"])
         if not self.training:
             return
         self.optimizer.load_state_dict(state["optimizer"])
@@ -208,7 +211,7 @@ def train_default(data: str) -> dict:
             for step in range(algorithm.config.total_steps):
                 algorithm.train_step(step)
         accuracy = algorithm.evaluate()["eval/accuracy"]
-        return _entry(algorithm.network, algorithm.config, accuracy)
+        return _entry(unwrap(algorithm.network), algorithm.config, accuracy)
     finally:
         set_rng_state(state)
 

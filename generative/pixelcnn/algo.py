@@ -27,7 +27,7 @@ from lab.config import non_negative, positive, require
 from lab.media import Arrays
 from lab.memory import require_batch
 from lab.progress import Progress
-from lab.runtime import Runtime
+from lab.runtime import Runtime, unwrap
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ class Config:
     """Clip the gradient norm to this (0 turns clipping off)."""
     total_steps: int = 2000
     """Optimizer steps to train for (one step = one minibatch)."""
+
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
 
     def __post_init__(self):
         require(self.data in IMAGE_DATASETS,
@@ -117,12 +121,12 @@ class Algorithm:
         self.levels = 2 if config.binarize else train.levels
         self.shape = tuple(train.images.shape[1:])
         self.num_classes = train.num_classes
-        self.batches = BatchIterator(train.images, train.labels, batch_size=config.batch_size, seed=runtime.seed,
+        self.batches = BatchIterator(train.images, train.labels, batch_size=config.batch_size,
+                                     seed=runtime.derive_seed("real-data", per_rank=False),
                                      device=runtime.device)
-        self.binarize_rng = torch.Generator(runtime.device).manual_seed(runtime.seed + 1)
-        self.model = PixelCNN(self.levels, config.channels, config.layers, config.kernel,
-                              self.num_classes if config.conditional else 0).to(runtime.device)
-        self.train_model = runtime.wrap(self.model)
+        self.binarize_rng = torch.Generator(runtime.device).manual_seed(runtime.derive_seed("binarize"))
+        self.model = runtime.wrap(PixelCNN(self.levels, config.channels, config.layers, config.kernel,
+                                           self.num_classes if config.conditional else 0))   # train through it
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
 
     # ------------------------------------------------------------------ training
@@ -133,7 +137,7 @@ class Algorithm:
         if self.config.binarize:
             x = torch.bernoulli(x, generator=self.binarize_rng)   # dynamic binarization: a fresh draw each time
         with self.rt.autocast():
-            nll = -log_prob(self.train_model(x, labels), x, self.levels)
+            nll = -log_prob(self.model(x, labels), x, self.levels)
         loss = nll.mean() / math.prod(self.shape)              # nats per pixel
         grad_norm = self.rt.optimize(loss, self.optimizer, self.config.max_grad_norm)
         metrics = {"train/nll": nll.mean().detach(), "train/bits_per_dim": loss.detach() / math.log(2)}
@@ -145,20 +149,21 @@ class Algorithm:
     @torch.no_grad()
     def test_nll(self, batch: int = 500) -> torch.Tensor:
         """-log p(x) (or -log p(x | y) for a conditional model) of every test image, in nats, exactly."""
-        self.model.eval()
+        unwrap(self.model).eval()
         labels = self.test.labels.to(self.rt.device) if self.config.conditional else None
         x = self.test.images.to(self.rt.device)
-        nll = torch.cat([-self.model.log_prob(x[i:i + batch], None if labels is None else labels[i:i + batch])
+        nll = torch.cat([-unwrap(self.model).log_prob(x[i:i + batch], None if labels is None else labels[i:i + batch])
                          for i in range(0, len(x), batch)])
-        self.model.train()
+        unwrap(self.model).train()
         return nll
 
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
         nll = self.test_nll().mean().item()
         samples, labels = self.generate(64, 0, None)
         results = {"eval/nll": nll, "eval/bits_per_dim": bits_per_dim(nll, math.prod(self.shape)),
                    "samples/grid": samples_grid(enlarged(samples), nrow=8)}
-        if options is not None and options.scores:
+        options = options or (None if during_training else EvalOptions())
+        if not during_training and options.scores:
             from generative.metrics import memorization_grid, score_images
             samples, labels = self.generate(options.n, options.seed, None)
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
@@ -182,11 +187,11 @@ class Algorithm:
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(n images in [0, 1], their labels or None), drawn from the model."""
         labels = self._labels(n, label)
-        self.model.eval()
+        unwrap(self.model).eval()
         generator = torch.Generator(self.rt.device).manual_seed(seed)
-        images = self.model.sample(n, self.shape, None if labels is None else labels.to(self.rt.device),
+        images = unwrap(self.model).sample(n, self.shape, None if labels is None else labels.to(self.rt.device),
                                    generator, progress)
-        self.model.train()
+        unwrap(self.model).train()
         return images, labels
 
     def sample(self, options: SampleOptions | None = None) -> dict:
@@ -204,11 +209,11 @@ class Algorithm:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "batches": self.batches.state_dict(), "binarize_rng": self.binarize_rng.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         if not self.training:
             return
         self.optimizer.load_state_dict(state["optimizer"])

@@ -39,7 +39,7 @@ from generative.vae.nets import make_networks
 from lab.memory import require_batch
 from lab.config import non_negative, one_of, positive
 from lab.media import Arrays, Image, labelled_grid
-from lab.runtime import Runtime
+from lab.runtime import Runtime, unwrap
 
 TRAINING_EVAL_K = 16
 """Importance samples per test image in the evaluations during training (``lab eval`` takes --k)."""
@@ -86,6 +86,10 @@ class Config:
     """Adam learning rate."""
     total_steps: int = 2000
     """Optimizer steps to train for (one step = one minibatch)."""
+
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the data set."""
+        return self.data
 
     def __post_init__(self):
         check_dataset(self.data, IMAGE_DATASETS)
@@ -147,15 +151,20 @@ class Algorithm:
         self.test_x = self._binarized(test.images).to(runtime.device)
         self.test_labels, self.num_classes = test.labels, test.num_classes
         self.batches = BatchIterator(train.images if self.dynamic else self._binarized(train.images),
-                                     batch_size=config.batch_size, seed=runtime.seed, device=runtime.device)
+                                     batch_size=config.batch_size, seed=runtime.derive_seed("real-data", per_rank=False),
+                                     device=runtime.device)
 
         width = config.conv_channels if config.net == "conv" else config.mlp_hidden
         encoder, decoder = make_networks(config.net, self.shape, config.latent_dim, width)
         likelihood = make_likelihood(config.likelihood, config.gaussian_variance, config.gaussian_std, train.levels)
-        self.model = VAE(encoder, decoder, likelihood, config.latent_dim).to(runtime.device)
-        self.train_model = runtime.wrap(self.model)
+        self.model = runtime.wrap(VAE(encoder, decoder, likelihood, config.latent_dim))   # train through it
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
-        self.noise_rng = torch.Generator(runtime.device).manual_seed(runtime.seed + 1)   # the same on every process
+        self.noise_rng = torch.Generator(runtime.device).manual_seed(runtime.derive_seed("noise", per_rank=False))
+
+    @property
+    def vae(self) -> VAE:
+        """The VAE inside the training wrapper (``unwrap``): for evaluation, sampling and state."""
+        return unwrap(self.model)
 
     def _binarized(self, images: torch.Tensor) -> torch.Tensor:
         """The targets p(x|z) scores: binary pixels for the Bernoulli likelihood, else the gray levels."""
@@ -178,7 +187,7 @@ class Algorithm:
         rows = self.rt.shard(self.config.batch_size)
         x, eps = x[rows], eps[rows]
         with self.rt.autocast():
-            log_px_z, kl_per_dim = self.train_model(x, eps)
+            log_px_z, kl_per_dim = self.model(x, eps)
         kl = kl_per_dim.sum(-1)
         beta = self._kl_weight(step)
         # the ELBO: E_q(z|x)[log p(x|z)] − KL(q(z|x) || p(z)), one z per example (β, warm-up, free bits optional)
@@ -191,12 +200,12 @@ class Algorithm:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        final = options is not None
-        options = options or EvalOptions(k=TRAINING_EVAL_K)
-        self.model.eval()
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
+        final = not during_training
+        options = options or (EvalOptions(k=TRAINING_EVAL_K) if during_training else EvalOptions())
+        self.vae.eval()
         generator = torch.Generator(self.rt.device).manual_seed(options.seed)
-        bounds = log_likelihood_bounds(self.model, self.test_x, options.k, options.batch_size, generator)
+        bounds = log_likelihood_bounds(self.vae, self.test_x, options.k, options.batch_size, generator)
         results = {
             "eval/neg_elbo": -bounds["elbo"].mean().item(),
             "eval/reconstruction": -bounds["reconstruction"].mean().item(),
@@ -204,7 +213,7 @@ class Algorithm:
             "eval/nll_iw": -bounds["iw"].mean().item(),
             "eval/iw_k": options.k,
             "eval/active_units": self._active_units(),
-            "samples/grid": samples_grid(enlarged(self.model.sample(64, generator)), nrow=8),
+            "samples/grid": samples_grid(enlarged(self.vae.sample(64, generator)), nrow=8),
             "plots/reconstructions": self._reconstructions(),
             "plots/interpolation": self._interpolation(),
         }
@@ -212,18 +221,18 @@ class Algorithm:
             results["plots/latent_map"] = self._latent_map()
         if final and options.scores:
             from generative.metrics import memorization_grid, score_images
-            samples = torch.cat([self.model.sample(min(1000, n), generator)
+            samples = torch.cat([self.vae.sample(min(1000, n), generator)
                                  for n in range(options.n, 0, -1000)])
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir,
                                         device=self.rt.device))
             results["plots/memorization"] = memorization_grid(samples, self.config.data,
                                                               data_dir=self.config.data_dir)
-        self.model.train()
+        self.vae.train()
         return results
 
     def _active_units(self) -> int:
         """Latent dimensions the model uses: Cov_x(E_q[z]) > 0.01 (Burda et al., 2016)."""
-        mu, _ = self.model.encoder(self.test_x)
+        mu, _ = self.vae.encoder(self.test_x)
         return int((mu.var(0) > 0.01).sum().item())
 
     def _reconstructions(self, n: int = 32):
@@ -233,7 +242,7 @@ class Algorithm:
         shown = {"test image": self.test_gray[:n]}
         if self.config.likelihood == "bernoulli":
             shown["binary input"] = x
-        shown["reconstruction"] = self.model.decode_mean(self.model.encoder(x)[0])
+        shown["reconstruction"] = self.vae.decode_mean(self.vae.encoder(x)[0])
         kinds = torch.stack(list(shown.values())).view(len(shown), 4, n // 4, *self.shape)   # (kind, row, column, C, H, W)
         images = enlarged(kinds.transpose(0, 1).flatten(0, 2)).clamp(0.0, 1.0)
         return Image(labelled_grid(images, list(shown) * 4, nrow=n // 4))
@@ -242,9 +251,9 @@ class Algorithm:
         """Each row: a test image, the decoded means along the straight line between the two posterior
         means, and the other test image."""
         ends = self.test_x[:2 * pairs].view(2, pairs, *self.shape)
-        mu_a, mu_b = self.model.encoder(ends[0])[0], self.model.encoder(ends[1])[0]
+        mu_a, mu_b = self.vae.encoder(ends[0])[0], self.vae.encoder(ends[1])[0]
         t = torch.linspace(0.0, 1.0, steps, device=mu_a.device).view(1, steps, 1)
-        path = self.model.decode_mean(((1 - t) * mu_a[:, None] + t * mu_b[:, None]).flatten(0, 1))
+        path = self.vae.decode_mean(((1 - t) * mu_a[:, None] + t * mu_b[:, None]).flatten(0, 1))
         gray = self.test_gray[:2 * pairs].view(2, pairs, 1, *self.shape)
         rows = torch.cat([gray[0], path.view(pairs, steps, *self.shape), gray[1]], 1)
         return samples_grid(enlarged(rows.flatten(0, 1)), nrow=steps + 2)
@@ -254,7 +263,7 @@ class Algorithm:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        mu = self.model.encoder(self.test_x)[0].cpu().numpy()
+        mu = self.vae.encoder(self.test_x)[0].cpu().numpy()
         figure, axis = plt.subplots(figsize=(5, 4.5), dpi=100)
         points = axis.scatter(mu[:, 0], mu[:, 1], c=self.test_labels.numpy(), cmap="tab10", s=6,
                               vmin=-0.5, vmax=self.num_classes - 0.5)
@@ -271,17 +280,17 @@ class Algorithm:
         options = options or SampleOptions()
         # decoder activations for all n at once: about conv channels x pixels floats per sample
         require_batch(options.n, 4 * 4 * self.config.conv_channels * math.prod(self.shape), "--n", self.rt.device)
-        self.model.eval()
-        images = self.model.sample(options.n, torch.Generator(self.rt.device).manual_seed(options.seed))
+        self.vae.eval()
+        images = self.vae.sample(options.n, torch.Generator(self.rt.device).manual_seed(options.seed))
         return {"samples/grid": samples_grid(enlarged(images)), "samples/images": Arrays({"images": images})}
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": self.vae.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "batches": self.batches.state_dict(), "noise_rng": self.noise_rng.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        self.vae.load_state_dict(state["model"])
         if not self.training:
             return
         self.optimizer.load_state_dict(state["optimizer"])

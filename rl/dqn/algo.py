@@ -96,6 +96,10 @@ class Config:
     eval_epsilon: float | None = None
     """Exploration rate during evaluation [classic: 0 (greedy); Atari: 0.05 as in Mnih et al. 2015]."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the env."""
+        return self.env_id
+
     def __post_init__(self):
         require(isinstance(self.env_id, str) and self.env_id != "", "--env-id must name an environment.")
         positive(self, "total_steps", "gamma", "tau", "n_step", "eval_episodes")
@@ -181,7 +185,7 @@ class Algorithm:
         self.step_size = cfg.num_envs
         self.env_steps = 0                       # environment steps taken (all envs)
         self.learning_from = cfg.learning_starts  # no gradient step before this many env steps
-        self.act_rng = np.random.default_rng(runtime.rank_seed)   # exploration coin flips
+        self.act_rng = np.random.default_rng(runtime.derive_seed("explore"))   # exploration coin flips
         if not training:
             obs_space, action_space = env_spaces(cfg.env_id, **self.env_options)
             self._build_q(obs_space, action_space)
@@ -197,11 +201,11 @@ class Algorithm:
             buffer_device = self._buffer_device(obs_space)
             self.replay = make_replay_buffer(
                 obs_space, cfg.buffer_size, cfg.num_envs, buffer_device, n_step=cfg.n_step, gamma=cfg.gamma,
-                generator=torch.Generator(buffer_device).manual_seed(runtime.rank_seed + 1))
+                generator=torch.Generator(buffer_device).manual_seed(runtime.derive_seed("replay")))
         except BaseException:
             self.envs.close()
             raise
-        self.obs, _ = self.envs.reset(seed=runtime.rank_seed)
+        self.obs, _ = self.envs.reset(seed=runtime.derive_seed("envs/0"))
 
     def _build_q(self, obs_space: gym.Space, action_space: gym.Space) -> None:
         if not isinstance(action_space, gym.spaces.Discrete):
@@ -310,17 +314,17 @@ class Algorithm:
         return metrics
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
         options = options or EvalOptions(episodes=self.cfg.eval_episodes, video=self.cfg.capture_video)
         epsilon = self.cfg.eval_epsilon if options.epsilon is None else options.epsilon
         require(0.0 <= epsilon <= 1.0, f"--epsilon must be in [0, 1], got {epsilon}.")
         require(options.episodes > 0, f"--episodes must be > 0, got {options.episodes}.")
-        generator = np.random.default_rng(self.rt.seed + 1_000_003)
+        generator = np.random.default_rng(self.rt.derive_seed("eval/explore", per_rank=False))
 
         def policy(obs: np.ndarray) -> np.ndarray:
             return self.act(obs, epsilon, generator)
 
-        eval_seed = self.rt.seed + 1_000_000
+        eval_seed = self.rt.derive_seed("eval", per_rank=False)
         returns = run_episodes(policy, self.cfg.env_id, options.episodes, seed=eval_seed, **self.env_options)
         results = {"eval/ep_return": float(returns.mean()), "eval/ep_return_std": float(returns.std()),
                    "eval/episodes": float(len(returns))}
@@ -353,7 +357,7 @@ class Algorithm:
             self.learning_from = state["learning_from"]
         else:   # an empty buffer: gather learning_starts transitions again before learning
             self.learning_from = max(state["learning_from"], self.env_steps + self.cfg.learning_starts)
-        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.env_steps)
+        self.obs, _ = self.envs.reset(seed=self.rt.derive_seed(f"envs/{self.env_steps}"))
 
     def close(self) -> None:
         if self.training:

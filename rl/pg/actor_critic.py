@@ -64,6 +64,10 @@ class Config:
     """Record one episode as a video at each evaluation during training (videos/, and TensorBoard with
     the tb extra and moviepy), as CleanRL's --capture-video."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the env."""
+        return self.env_id
+
     def __post_init__(self):
         positive(self, "num_envs", "n_steps", "actor_lr", "critic_lr", "total_steps", "eval_episodes")
         non_negative(self, "ent_coef", "max_grad_norm")
@@ -102,7 +106,7 @@ class Algorithm:
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
         self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.n_steps
-        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.rank_seed,
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.derive_seed("envs/0"),
                                                                  training)
         self.actor = ActorCritic(obs_space, action_space, config.hidden, config.log_std, config.init_log_std,
                                  with_value=False).to(runtime.device)
@@ -156,8 +160,9 @@ class Algorithm:
         return {"train/critic_loss": critic_loss.detach(), "train/actor_loss": actor_loss.detach(),
                 "train/q": q_t.detach().mean(), "train/entropy": entropy.detach(), **episode_metrics(batch["episodes"])}
 
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        return evaluate_policy(self.actor, self.config, options, seed=self.rt.seed + 10_000, device=self.rt.device)
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
+        return evaluate_policy(self.actor, self.config, options, device=self.rt.device,
+                               seed=self.rt.derive_seed("eval", per_rank=False))
 
     def state_dict(self) -> dict:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
@@ -173,7 +178,7 @@ class Algorithm:
         self.critic.load_state_dict(state["critic"])
         self.actor_optimizer.load_state_dict(state["actor_optimizer"])
         self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
+        self.obs, _ = self.envs.reset(seed=self.rt.derive_seed(f"envs/{self.updates}"))
 
     def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
         return predict_actions(self.actor, obs, deterministic, self.rt.device)

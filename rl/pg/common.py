@@ -181,8 +181,9 @@ class RolloutAgent:
 
     best_metric = ("eval/ep_return", "max")
 
-    def evaluate(self, options: EvalOptions | None = None) -> dict:
-        return evaluate_policy(self.net, self.config, options, seed=self.rt.seed + 10_000, device=self.rt.device)
+    def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
+        return evaluate_policy(self.net, self.config, options, device=self.rt.device,
+                               seed=self.rt.derive_seed("eval", per_rank=False))
 
     def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
         return predict_actions(self.net, obs, deterministic, self.rt.device)
@@ -198,7 +199,7 @@ class RolloutAgent:
         if not self.training:
             return
         self.optimizer.load_state_dict(state["optimizer"])
-        self.obs, _ = self.envs.reset(seed=self.rt.rank_seed + self.updates)
+        self.obs, _ = self.envs.reset(seed=self.rt.derive_seed(f"envs/{self.updates}"))
 
     def close(self) -> None:
         if self.envs is not None:

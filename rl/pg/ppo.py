@@ -86,6 +86,10 @@ class Config:
     """Record one episode as a video at each evaluation during training (videos/, and TensorBoard with
     the tb extra and moviepy), as CleanRL's --capture-video."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the env."""
+        return self.env_id
+
     def __post_init__(self):
         require(isinstance(self.env_id, str) and self.env_id != "", "--env-id must name an environment.")
         if self.total_steps is None:      # the trainer reads total_steps: fill it now (the rest stays None)
@@ -130,7 +134,7 @@ class Algorithm(RolloutAgent):
         minibatch_here = runtime.shard(cfg.minibatch_size)
         self.minibatch_size = minibatch_here.stop - minibatch_here.start
         self.step_size = cfg.num_envs * cfg.n_steps
-        self.envs, self.obs, obs_space, action_space = env_setup(cfg.env_id, self.num_envs, runtime.rank_seed,
+        self.envs, self.obs, obs_space, action_space = env_setup(cfg.env_id, self.num_envs, runtime.derive_seed("envs/0"),
                                                                  training)
         self.net = ActorCritic(obs_space, action_space, cfg.hidden,
                                "state-independent", cfg.init_log_std, trunks="auto").to(runtime.device)

@@ -68,6 +68,10 @@ class Config:
     """Record one episode as a video at each evaluation during training (videos/, and TensorBoard with
     the tb extra and moviepy), as CleanRL's --capture-video."""
 
+    def run_label(self) -> str | None:
+        """What the run folder is named after (runs/<algo>-<label>-<time>-s<seed>): the env."""
+        return self.env_id
+
     def __post_init__(self):
         positive(self, "num_envs", "rollout_steps", "lr", "value_lr", "total_steps", "eval_episodes")
         non_negative(self, "max_grad_norm")
@@ -80,7 +84,7 @@ class Algorithm(RolloutAgent):
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
         self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.rollout_steps
-        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.rank_seed,
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.derive_seed("envs/0"),
                                                                  training)
         self.baseline = config.weighting == "reward-to-go-baseline"
         self.net = ActorCritic(obs_space, action_space, config.hidden,
