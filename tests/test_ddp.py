@@ -35,7 +35,7 @@ def test_two_processes_stay_in_step(algo, tmp_path):
         assert torch.equal(rank0[name], rank1[name]), f"{name} differs between the two processes"
 
 
-MATCH_ONE_PROCESS = ["toy", "vae"]
+MATCH_ONE_PROCESS = ["ddpm", "pixelcnn", "toy", "vae"]
 """Algorithms whose k processes compute exactly the gradient of one process with the same global batch:
 every process draws the same global batch and noise and keeps its rows (DESIGN.md, data sharding)."""
 

@@ -224,14 +224,13 @@ class Algorithm:
         device = runtime.device
         self.is_toy = config.data in TOY_DATASETS
         self.schedule = NoiseSchedule.create(config.schedule, config.diffusion_steps, device)
-        rows = runtime.shard(config.batch)
-        self.local_batch = rows.stop - rows.start
+        self.rows = runtime.shard(config.batch)   # every process draws the global batch and its noise, keeps these rows
         if self.is_toy:
             self.best_metric = ("eval/high_quality", "max")
             self.toy = toy_distribution(config.data)
             self.shape, self.num_classes = (2,), 0
             self.model = MLPDenoiser(2, config.mlp_width, config.mlp_depth)
-            self.toy_rng = torch.Generator().manual_seed(runtime.derive_seed("real-data"))
+            self.toy_rng = torch.Generator().manual_seed(runtime.derive_seed("real-data", per_rank=False))
             self.levels = None
             require(not config.learn_variance, f"--learn-variance needs image data; {config.data} is 2-D points.")
         else:
@@ -248,15 +247,15 @@ class Algorithm:
                               config.attention_resolutions, config.resolution, config.dropout,
                               self.num_classes if config.conditional else 0,
                               out_channels=self.shape[0] * (2 if config.learn_variance else 1))
-            require(self.local_batch <= len(data.images),
+            require(config.batch <= len(data.images),
                     f"--batch-size {config.batch} exceeds the {len(data.images)} training images of {config.data}.")
-            self.batches = BatchIterator(data.images, data.labels, batch_size=self.local_batch,
-                                         seed=runtime.derive_seed("real-data"), device=device)
+            self.batches = BatchIterator(data.images, data.labels, batch_size=config.batch,
+                                         seed=runtime.derive_seed("real-data", per_rank=False), device=device)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.model = runtime.wrap(self.model)   # the one handle: train through it, unwrap it for state
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
-        self.noise_rng = torch.Generator(device=device).manual_seed(runtime.derive_seed("noise"))
+        self.noise_rng = torch.Generator(device=device).manual_seed(runtime.derive_seed("noise", per_rank=False))
 
     # ------------------------------------------------------------------ training
     def _lr_factor(self, step: int) -> float:
@@ -268,7 +267,7 @@ class Algorithm:
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.is_toy:
-            return self.toy.sample(self.local_batch, self.toy_rng).to(self.rt.device), None
+            return self.toy.sample(self.config.batch, self.toy_rng).to(self.rt.device), None
         images, labels = next(self.batches)
         if self.config.binarize:
             images = torch.bernoulli(images, generator=self.noise_rng)   # a fresh binary image every time
@@ -280,10 +279,11 @@ class Algorithm:
         b, device = x0.shape[0], x0.device
         t = torch.randint(0, schedule.num_steps, (b,), generator=self.noise_rng, device=device)   # t ~ U{0..T-1}
         noise = torch.randn(x0.shape, generator=self.noise_rng, device=device)                 # ε ~ N(0, I)
-        x_t = schedule.add_noise(x0, t, noise)              # forward process: x_t = sqrt(ᾱ_t) x_0 + sqrt(1-ᾱ_t) ε
         if labels is not None:
             drop = torch.rand(b, generator=self.noise_rng, device=device) < cfg.label_dropout
-            labels = torch.where(drop, self.num_classes, labels)                # "no label" for guidance
+            labels = torch.where(drop, self.num_classes, labels)[self.rows]     # "no label" for guidance
+        x0, t, noise = x0[self.rows], t[self.rows], noise[self.rows]
+        x_t = schedule.add_noise(x0, t, noise)              # forward process: x_t = sqrt(ᾱ_t) x_0 + sqrt(1-ᾱ_t) ε
         self.model.train()
         with self.rt.autocast():
             output = self.model(x_t, t, labels).float()

@@ -124,18 +124,18 @@ class Algorithm:
         self.batches = BatchIterator(train.images, train.labels, batch_size=config.batch_size,
                                      seed=runtime.derive_seed("real-data", per_rank=False),
                                      device=runtime.device)
-        self.binarize_rng = torch.Generator(runtime.device).manual_seed(runtime.derive_seed("binarize"))
+        self.binarize_rng = torch.Generator(runtime.device).manual_seed(runtime.derive_seed("binarize", per_rank=False))
         self.model = runtime.wrap(PixelCNN(self.levels, config.channels, config.layers, config.kernel,
                                            self.num_classes if config.conditional else 0))   # train through it
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
 
     # ------------------------------------------------------------------ training
     def train_step(self, step: int) -> dict:
-        x, labels = next(self.batches)
-        rows = self.rt.shard(self.config.batch_size)
-        x, labels = x[rows], (labels[rows] if self.config.conditional else None)
+        x, labels = next(self.batches)           # the global batch: each process keeps its rows
         if self.config.binarize:
             x = torch.bernoulli(x, generator=self.binarize_rng)   # dynamic binarization: a fresh draw each time
+        rows = self.rt.shard(self.config.batch_size)
+        x, labels = x[rows], (labels[rows] if self.config.conditional else None)
         with self.rt.autocast():
             nll = -log_prob(self.model(x, labels), x, self.levels)
         loss = nll.mean() / math.prod(self.shape)              # nats per pixel

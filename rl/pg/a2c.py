@@ -93,8 +93,7 @@ class Algorithm(RolloutAgent):
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
         self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.n_steps
-        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.derive_seed("envs/0"),
-                                                                 training)
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime, training)
         self.net = ActorCritic(obs_space, action_space, config.hidden,
                                config.log_std, config.init_log_std, config.trunks).to(runtime.device)
         self.updates = 0

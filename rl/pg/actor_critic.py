@@ -106,8 +106,7 @@ class Algorithm:
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
         self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.n_steps
-        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.derive_seed("envs/0"),
-                                                                 training)
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime, training)
         self.actor = ActorCritic(obs_space, action_space, config.hidden, config.log_std, config.init_log_std,
                                  with_value=False).to(runtime.device)
         self.updates = 0

@@ -11,6 +11,7 @@ import torch
 
 from envs.make import env_spaces, finished_episodes, make_vector_env
 from lab.config import positive
+from lab.runtime import Runtime
 from rl.nets import is_image_space
 from rl.evaluation import record_video, run_episodes
 from rl.pg.policies import ActorCritic, check_action_space
@@ -34,12 +35,14 @@ class EvalOptions:
         positive(self, "episodes")
 
 
-def env_setup(env_id: str, num_envs: int, seed: int, training: bool
+def env_setup(env_id: str, num_envs: int, runtime: Runtime, training: bool
               ) -> tuple[gym.vector.VectorEnv | None, np.ndarray | None, gym.Space, gym.Space]:
-    """(training envs, their first observations, observation space, action space). Without training
-    (a loaded agent) no env is kept: (None, None, spaces)."""
+    """(training envs, their first observations, observation space, action space). ``num_envs`` counts
+    the envs of the whole job: under torchrun each process plays its share (``rt.shard``), seeded by its
+    own ``envs/0`` stream. Without training (a loaded agent) no env is kept: (None, None, spaces)."""
     if training:
-        envs, obs = make_training_envs(env_id, num_envs, seed)
+        here = runtime.shard(num_envs)
+        envs, obs = make_training_envs(env_id, here.stop - here.start, runtime.derive_seed("envs/0"))
         return envs, obs, envs.single_observation_space, envs.single_action_space
     obs_space, action_space = env_spaces(env_id)
     check_action_space(action_space)

@@ -129,13 +129,10 @@ class Algorithm(RolloutAgent):
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
         self.config, self.rt, self.training = config, runtime, training
         self.cfg = cfg = config.resolved()
-        envs_here = runtime.shard(cfg.num_envs)              # under torchrun each process plays its share
-        self.num_envs = envs_here.stop - envs_here.start
         minibatch_here = runtime.shard(cfg.minibatch_size)
         self.minibatch_size = minibatch_here.stop - minibatch_here.start
         self.step_size = cfg.num_envs * cfg.n_steps
-        self.envs, self.obs, obs_space, action_space = env_setup(cfg.env_id, self.num_envs, runtime.derive_seed("envs/0"),
-                                                                 training)
+        self.envs, self.obs, obs_space, action_space = env_setup(cfg.env_id, cfg.num_envs, runtime, training)
         self.net = ActorCritic(obs_space, action_space, cfg.hidden,
                                "state-independent", cfg.init_log_std, trunks="auto").to(runtime.device)
         self.updates = 0

@@ -84,8 +84,7 @@ class Algorithm(RolloutAgent):
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
         self.config, self.rt, self.training = config, runtime, training
         self.step_size = config.num_envs * config.rollout_steps
-        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime.derive_seed("envs/0"),
-                                                                 training)
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime, training)
         self.baseline = config.weighting == "reward-to-go-baseline"
         self.net = ActorCritic(obs_space, action_space, config.hidden,
                                config.log_std, config.init_log_std, trunks="separate",
@@ -104,7 +103,7 @@ class Algorithm(RolloutAgent):
 
     def _new_episodes(self) -> None:
         """Per-env lists of the running episode's observations, actions and rewards."""
-        n = self.config.num_envs
+        n = self.envs.num_envs
         self.running = {"obs": [[] for _ in range(n)], "actions": [[] for _ in range(n)],
                         "rewards": [[] for _ in range(n)]}
 
@@ -117,7 +116,7 @@ class Algorithm(RolloutAgent):
             with torch.no_grad():
                 action = self.net.act(obs_t)
             next_obs, reward, terminated, truncated, infos = self.envs.step(to_env(action, space))
-            for i in range(self.config.num_envs):
+            for i in range(self.envs.num_envs):
                 self.running["obs"][i].append(obs_t[i])
                 self.running["actions"][i].append(action[i])
                 self.running["rewards"][i].append(float(reward[i]))
