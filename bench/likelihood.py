@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gan_steps > 0:
         from generative.gan.algo import Config as GANConfig
         gan, gan_s = train("gan", GANConfig(data="digits", total_steps=args.gan_steps), args.seed)
-        panels[("17 levels", "gan")] = gan.generate(torch.randn(64, gan.config.z_dim, generator=torch.Generator()
+        panels[("17 levels", "gan")] = gan.generate(torch.randn(64, gan.config.latent_dim, generator=torch.Generator()
                                                                 .manual_seed(args.seed)))
         report["digits"]["gan"] = {"train_s": gan_s, "nll": None, "note": "no likelihood"}
 

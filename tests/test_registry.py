@@ -14,7 +14,7 @@ from lab.checkpoint import leaves
 from lab.config import from_dict, to_dict
 from lab.protocol import Algorithm
 from lab.runtime import RunOptions, Runtime
-from lab.session import _close, resolve
+from lab.session import _close, in_memory_trainer, resolve
 from lab.trainer import Trainer
 from tiny_configs import TINY
 
@@ -98,3 +98,20 @@ def test_configs_name_their_run_folder(algo):
     config = module.Config(**TINY[algo])
     expected = getattr(config, "env_id", None) or getattr(config, "data", None)   # what runs/ folders show
     assert config.run_label() == expected
+
+
+@pytest.mark.parametrize("algo", sorted(TINY))
+def test_algorithms_hold_the_resolved_config(algo):
+    """Resolving is idempotent, and the algorithm holds the session's resolved config whether the session
+    built it or a caller passed the raw Config to ``Algorithm`` directly."""
+    _, module = registry.get(algo)
+    config = module.Config(**TINY[algo])
+    resolved = resolve(config)
+    assert resolve(resolved) == resolved
+    with in_memory_trainer(algo, config, RunOptions(device="cpu", seed=0)) as trainer:
+        assert trainer.algorithm.config == resolved
+    by_hand = module.Algorithm(config, Runtime(RunOptions(device="cpu", seed=0)), training=False)
+    try:
+        assert by_hand.config == resolved
+    finally:
+        _close(by_hand)

@@ -150,21 +150,21 @@ def test_importance_weighted_estimate_converges_to_the_exact_log_likelihood():
 # ---------------------------------------------------------------- training on digits
 @pytest.fixture(scope="module")
 def trained():
-    """A small MLP VAE trained for a few hundred steps on digits; its test bounds before and after."""
+    """A small MLP VAE trained by the trainer for a few hundred steps on digits; its test bounds before
+    (the same network freshly built from the same seed) and after."""
     from generative.vae.algo import Algorithm, Config
     from lab.runtime import RunOptions, Runtime
+    from lab.session import train_in_memory
 
-    algo = Algorithm(Config(net="mlp", mlp_hidden=128, latent_dim=8, lr=3e-3, total_steps=200),
-                     Runtime(RunOptions(device="cpu", seed=0)))
+    config = Config(net="mlp", mlp_hidden=128, latent_dim=8, lr=3e-3, total_steps=200)
 
-    def neg_elbo():
+    def neg_elbo(algo):
         return -log_likelihood_bounds(algo.vae, algo.test_x, 4, generator=torch.Generator().manual_seed(0))[
             "elbo"].mean().item()
 
-    before = neg_elbo()
-    for step in range(200):
-        algo.train_step(step)
-    return algo, before, neg_elbo()
+    before = neg_elbo(Algorithm(config, Runtime(RunOptions(device="cpu", seed=0))))
+    algo = train_in_memory("vae", config, RunOptions(device="cpu", seed=0, eval_every=200)).algorithm
+    return algo, before, neg_elbo(algo)
 
 
 def test_short_training_lowers_the_test_negative_elbo_well_below_its_start(trained):

@@ -126,14 +126,15 @@ class Config:
         require(all(self.width * m % 8 == 0 for m in self.channel_mults),
                 f"--width times every --channel-mults entry must be a multiple of 8, got {self.width} x {self.channel_mults}.")
         is_toy = self.data in TOY_DATASETS
+        r = self.resolved()   # the preset's batch size and image size are checked like given ones
         require(not (self.conditional and is_toy), f"--conditional needs labelled image data; {self.data} has no labels.")
         require(not (is_toy and self.image_size is not None),
                 f"--image-size applies to image data; {self.data} is a 2-D toy.")
         if is_toy:   # activations of the residual MLP, forward and backward
-            require_batch(self.batch, 8 * 4 * self.mlp_width * self.mlp_depth, "--batch-size")
+            require_batch(r.batch_size, 8 * 4 * self.mlp_width * self.mlp_depth, "--batch-size")
         require(not (self.binarize and is_toy), f"--binarize needs image data; {self.data} is 2-D points.")
         if not is_toy:
-            size = self.resolution
+            size = r.image_size
             levels = 2 ** (len(self.channel_mults) - 1)
             require(4 <= size <= 64 and size % levels == 0,
                     f"--image-size must be in [4, 64] and divisible by {levels} "
@@ -146,19 +147,6 @@ class Config:
         if self.data not in TOY_DATASETS and filled.image_size is None:
             filled = dataclasses.replace(filled, image_size=NATIVE_SHAPE[self.data][-1])
         return filled
-
-    @property
-    def batch(self) -> int:
-        return self.resolved().batch_size
-
-    @property
-    def learning_rate(self) -> float:
-        return self.resolved().lr
-
-    @property
-    def resolution(self) -> int:
-        """The training image size in pixels a side."""
-        return self.resolved().image_size
 
 
 @dataclass(frozen=True)
@@ -220,11 +208,12 @@ class Algorithm:
     best_metric = ("eval/fid", "min")
 
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        config = config.resolved()   # what the session hands over already; a Config built by hand gets the same
         self.config, self.rt, self.training = config, runtime, training
         device = runtime.device
         self.is_toy = config.data in TOY_DATASETS
         self.schedule = NoiseSchedule.create(config.schedule, config.diffusion_steps, device)
-        self.rows = runtime.shard(config.batch)   # every process draws the global batch and its noise, keeps these rows
+        self.rows = runtime.shard(config.batch_size)   # every process draws the global batch and its noise, keeps these rows
         if self.is_toy:
             self.best_metric = ("eval/high_quality", "max")
             self.toy = toy_distribution(config.data)
@@ -234,27 +223,27 @@ class Algorithm:
             self.levels = None
             require(not config.learn_variance, f"--learn-variance needs image data; {config.data} is 2-D points.")
         else:
-            data = load_images(config.data, "train", config.data_dir, config.resolution)
+            data = load_images(config.data, "train", config.data_dir, config.image_size)
             self.shape, self.num_classes = tuple(data.images.shape[1:]), data.num_classes
             self.levels = 2 if config.binarize and data.levels else data.levels
             require(self.levels is not None or not config.learn_variance,
                     f"--learn-variance needs {config.data} at its native size, whose pixels take discrete levels "
-                    f"(--image-size {NATIVE_SHAPE[config.data][-1]}); got --image-size {config.resolution}.")
+                    f"(--image-size {NATIVE_SHAPE[config.data][-1]}); got --image-size {config.image_size}.")
             require(data.levels is not None or not config.binarize,
                     f"--binarize needs {config.data} at its native size (--image-size {NATIVE_SHAPE[config.data][-1]}); "
-                    f"got --image-size {config.resolution}.")
+                    f"got --image-size {config.image_size}.")
             self.model = UNet(self.shape[0], config.width, config.channel_mults, config.res_blocks,
-                              config.attention_resolutions, config.resolution, config.dropout,
+                              config.attention_resolutions, config.image_size, config.dropout,
                               self.num_classes if config.conditional else 0,
                               out_channels=self.shape[0] * (2 if config.learn_variance else 1))
-            require(config.batch <= len(data.images),
-                    f"--batch-size {config.batch} exceeds the {len(data.images)} training images of {config.data}.")
-            self.batches = BatchIterator(data.images, data.labels, batch_size=config.batch,
+            require(config.batch_size <= len(data.images),
+                    f"--batch-size {config.batch_size} exceeds the {len(data.images)} training images of {config.data}.")
+            self.batches = BatchIterator(data.images, data.labels, batch_size=config.batch_size,
                                          seed=runtime.derive_seed("real-data", per_rank=False), device=device)
         self.model.to(device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.model = runtime.wrap(self.model)   # the one handle: train through it, unwrap it for state
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.noise_rng = torch.Generator(device=device).manual_seed(runtime.derive_seed("noise", per_rank=False))
 
     # ------------------------------------------------------------------ training
@@ -267,7 +256,7 @@ class Algorithm:
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.is_toy:
-            return self.toy.sample(self.config.batch, self.toy_rng).to(self.rt.device), None
+            return self.toy.sample(self.config.batch_size, self.toy_rng).to(self.rt.device), None
         images, labels = next(self.batches)
         if self.config.binarize:
             images = torch.bernoulli(images, generator=self.noise_rng)   # a fresh binary image every time
@@ -298,7 +287,7 @@ class Algorithm:
             vlb = step_term(schedule, x0, x_t, t, mean, log_var, self._decoder_nll) / (x0[0].numel() * math.log(2))
             loss = loss + schedule.num_steps / 1000 * vlb.mean()
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.learning_rate * self._lr_factor(step)
+            group["lr"] = cfg.lr * self._lr_factor(step)
         grad_norm = self.rt.optimize(loss, self.optimizer, cfg.max_grad_norm)
         self._update_ema(step)
         metrics = {"train/loss": loss.detach()}
@@ -322,8 +311,8 @@ class Algorithm:
         noise draw per term from ``seed``: {"prior", "diffusion", "decoder", "total"}."""
         require(self.levels is not None,
                 f"the bound needs pixels on discrete levels; this run models "
-                f"{'2-D points' if self.is_toy else f'{self.config.data} resized to {self.config.resolution} pixels'}.")
-        test = load_images(self.config.data, "test", self.config.data_dir, self.config.resolution)
+                f"{'2-D points' if self.is_toy else f'{self.config.data} resized to {self.config.image_size} pixels'}.")
+        test = load_images(self.config.data, "test", self.config.data_dir, self.config.image_size)
         test = test.binarized() if self.config.binarize else test
         images, labels = test.images * 2 - 1, test.labels if self.config.conditional else None
         generator = torch.Generator(self.rt.device).manual_seed(seed)

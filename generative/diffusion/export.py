@@ -21,14 +21,14 @@ from lab.errors import LabError
 
 
 def unet_config(config: Any, in_channels: int, attention_channels: list[int]) -> dict[str, Any]:
-    """The ``UNet2DModel`` config of the lab U-Net a DDPM config builds."""
+    """The ``UNet2DModel`` config of the lab U-Net a (resolved) DDPM config builds."""
     levels = len(config.channel_mults)
-    sizes = [config.resolution // 2 ** level for level in range(levels)]
+    sizes = [config.image_size // 2 ** level for level in range(levels)]
     down = ["AttnDownBlock2D" if size in config.attention_resolutions else "DownBlock2D" for size in sizes]
     up = ["AttnUpBlock2D" if size in config.attention_resolutions else "UpBlock2D" for size in reversed(sizes)]
     # heads: the lab uses max(1, channels // 32); diffusers uses channels // attention_head_dim
     head_dim = None if max(attention_channels) < 64 else 32
-    return {"_class_name": "UNet2DModel", "sample_size": config.resolution, "in_channels": in_channels,
+    return {"_class_name": "UNet2DModel", "sample_size": config.image_size, "in_channels": in_channels,
             "out_channels": in_channels, "layers_per_block": config.res_blocks,
             "block_out_channels": [config.width * m for m in config.channel_mults],
             "down_block_types": down, "up_block_types": up, "norm_num_groups": 8, "norm_eps": 1e-5,

@@ -145,29 +145,17 @@ class Config:
     def toy(self) -> bool:
         return self.data in TOY_DATASETS
 
-    @property
-    def z_dim(self) -> int:
-        """The latent dimension: the flag, else 2 on the toys and 64 for images."""
-        return self.latent_dim or (2 if self.toy else 64)
-
     def resolved(self) -> Config:
-        """A copy with the derived defaults written in: the loss's published n_critic, lr and betas,
-        the latent dimension, and the image size of image data."""
-        n_critic, lr, beta1, beta2 = self.hyperparameters()
-        image_size = self.image_size
-        if self.data in IMAGE_DATASETS and image_size is None:
-            image_size = NATIVE_SHAPE[self.data][-1]
-        return dataclasses.replace(self, n_critic=n_critic, lr=lr, beta1=beta1, beta2=beta2,
-                                   latent_dim=self.z_dim, image_size=image_size)
-
-    def hyperparameters(self) -> tuple[int, float, float, float]:
-        """(n_critic, lr, beta1, beta2): the flags given, else the loss's published values (with the
-        faster learning rate of the toys for the two probabilistic losses)."""
-        n_critic, lr, beta1, beta2 = PUBLISHED[self.loss]
+        """A copy with the derived defaults written in: the loss's published n_critic, lr and betas (with
+        the faster learning rate of the toys for the two probabilistic losses), the latent dimension (2 on
+        the toys, 64 for images) and the native image size of image data."""
+        defaults = dict(zip(("n_critic", "lr", "beta1", "beta2"), PUBLISHED[self.loss]),
+                        latent_dim=2 if self.toy else 64)
         if self.toy and self.loss in ("minimax", "non-saturating"):
-            lr = TOY_LR
-        given = (self.n_critic, self.lr, self.beta1, self.beta2)
-        return tuple(p if g is None else g for g, p in zip(given, (n_critic, lr, beta1, beta2)))
+            defaults["lr"] = TOY_LR
+        if self.data in IMAGE_DATASETS:
+            defaults["image_size"] = NATIVE_SHAPE[self.data][-1]
+        return dataclasses.replace(self, **{k: v for k, v in defaults.items() if getattr(self, k) is None})
 
 
 @dataclass(frozen=True)
@@ -217,16 +205,16 @@ class Algorithm:
     step_size = 1
 
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        config = config.resolved()   # what the session hands over already; a Config built by hand gets the same
         self.config, self.rt, self.training = config, runtime, training
         device = runtime.device
-        self.n_critic, lr, beta1, beta2 = config.hyperparameters()
         self.d_loss_fn, self.g_loss_fn = LOSSES[config.loss]
         self.toy = config.toy
         if self.toy:
             self.distribution = toy_distribution(config.data)
             self.num_classes = 0
             self.real_rng = torch.Generator().manual_seed(runtime.derive_seed("real-data"))
-            generator = MLPGenerator(config.z_dim, config.hidden, config.depth)
+            generator = MLPGenerator(config.latent_dim, config.hidden, config.depth)
             discriminator = mlp_discriminator(config.hidden, config.depth, dim=2 * config.pack,
                                               use_spectral_norm=config.spectral_norm)
             self.best_metric = None   # modes and quality pull apart; the last model is the one scored
@@ -237,7 +225,7 @@ class Algorithm:
             self.pixels = size * size
             self.batches = BatchIterator(images.images * 2 - 1, images.labels, batch_size=config.batch_size,
                                          seed=runtime.derive_seed("real-data"), device=device)
-            generator = DCGANGenerator(config.z_dim, config.channels, size, channels, self.num_classes)
+            generator = DCGANGenerator(config.latent_dim, config.channels, size, channels, self.num_classes)
             discriminator = dcgan_discriminator(
                 config.channels, size, channels, self.num_classes, config.conditioning, config.spectral_norm,
                 batch_norm=config.loss != "wgan-gp" and not config.spectral_norm)
@@ -245,9 +233,9 @@ class Algorithm:
         self.ema = copy.deepcopy(generator.to(device)).eval().requires_grad_(False)
         # one handle per network: train through the wrappers, unwrap them for the EMA and state
         self.generator, self.discriminator = runtime.wrap(generator), runtime.wrap(discriminator)
-        self.lr = lr
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(beta1, beta2))
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(beta1, beta2))
+        betas = (config.beta1, config.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=betas)
         self.noise_rng = torch.Generator(device).manual_seed(runtime.derive_seed("noise"))
         self.m = config.pack
         self.step = 0
@@ -264,7 +252,7 @@ class Algorithm:
         return x[rows], (y[rows] if self.num_classes else None)
 
     def _latent(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.config.z_dim, generator=self.noise_rng, device=self.rt.device)
+        return torch.randn(n, self.config.latent_dim, generator=self.noise_rng, device=self.rt.device)
 
     def _instance_noise(self, x: torch.Tensor) -> torch.Tensor:
         sigma = self.config.instance_noise * max(0.0, 1.0 - self.step / self.config.total_steps)
@@ -318,7 +306,7 @@ class Algorithm:
 
     def _set_learning_rates(self) -> None:
         # lr_t = lr * (1 - t / T): linear decay to 0 over the run
-        lr = self.lr * (1 - self.step / self.config.total_steps) if self.config.lr_decay else self.lr
+        lr = self.config.lr * (1 - self.step / self.config.total_steps) if self.config.lr_decay else self.config.lr
         for optimizer in (self.opt_g, self.opt_d):
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -326,7 +314,7 @@ class Algorithm:
     def train_step(self, step: int) -> dict:
         self._set_learning_rates()
         self.discriminator.requires_grad_(True)
-        for _ in range(self.n_critic):
+        for _ in range(self.config.n_critic):
             metrics = self._discriminator_step()
         self.discriminator.requires_grad_(False)   # G's update needs gradients through D, not of D
         metrics.update(self._generator_step())
@@ -351,8 +339,8 @@ class Algorithm:
     def _interpolation_strip(self, rng: torch.Generator, truncation: float | None, label: int | None) -> Image:
         """Rows of 10 images along a spherical path between two latents (the label held fixed per row)."""
         rows, steps = 8, 10
-        a = truncated_normal((rows, self.config.z_dim), truncation, rng, self.rt.device)
-        b = truncated_normal((rows, self.config.z_dim), truncation, rng, self.rt.device)
+        a = truncated_normal((rows, self.config.latent_dim), truncation, rng, self.rt.device)
+        b = truncated_normal((rows, self.config.latent_dim), truncation, rng, self.rt.device)
         z = slerp(a, b, torch.linspace(0, 1, steps, device=a.device)).reshape(rows * steps, -1)
         labels = self._labels(rows, label)
         labels = None if labels is None else labels.repeat_interleave(steps)
@@ -362,7 +350,7 @@ class Algorithm:
     def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
         n = options.n if options is not None and options.n > 0 else self.config.eval_samples
         rng = torch.Generator(self.rt.device).manual_seed(self.rt.derive_seed("eval", per_rank=False))   # same latents
-        z = truncated_normal((n, self.config.z_dim), None, rng, self.rt.device)
+        z = truncated_normal((n, self.config.latent_dim), None, rng, self.rt.device)
         labels = self._labels(n)
         samples = self.generate(z, labels)
         if self.toy:
@@ -399,7 +387,7 @@ class Algorithm:
         per_sample = self.config.hidden * self.config.depth if self.toy else self.config.channels * self.pixels
         require_batch(options.n, 4 * 4 * per_sample, "--n", self.rt.device)
         rng = torch.Generator(self.rt.device).manual_seed(options.seed)
-        z = truncated_normal((options.n, self.config.z_dim), options.truncation, rng, self.rt.device)
+        z = truncated_normal((options.n, self.config.latent_dim), options.truncation, rng, self.rt.device)
         labels = self._labels(options.n, options.label)
         samples = self.generate(z, labels)
         arrays = Arrays({"samples": samples.cpu(), **({"labels": labels} if labels is not None else {})})

@@ -178,29 +178,30 @@ class Algorithm:
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
         """``training=False`` builds what acting needs (the Q-network in eval mode): no environments,
         replay buffer, target network or optimizer."""
+        config = config.resolved()   # what the session hands over already; a Config built by hand gets the same
         self.config, self.rt, self.training = config, runtime, training
-        self.cfg = cfg = config.resolved()
         self.device = runtime.device
-        self.env_options = {"repeat_action_probability": 0.25} if cfg.sticky_actions else {}
-        self.step_size = cfg.num_envs
+        self.env_options = {"repeat_action_probability": 0.25} if config.sticky_actions else {}
+        self.step_size = config.num_envs
         self.env_steps = 0                       # environment steps taken (all envs)
-        self.learning_from = cfg.learning_starts  # no gradient step before this many env steps
+        self.learning_from = config.learning_starts  # no gradient step before this many env steps
         self.act_rng = np.random.default_rng(runtime.derive_seed("explore"))   # exploration coin flips
         if not training:
-            obs_space, action_space = env_spaces(cfg.env_id, **self.env_options)
+            obs_space, action_space = env_spaces(config.env_id, **self.env_options)
             self._build_q(obs_space, action_space)
             self.q.eval()
             return
-        self.envs = make_vector_env(cfg.env_id, cfg.num_envs, for_training=True, **self.env_options)
+        self.envs = make_vector_env(config.env_id, config.num_envs, for_training=True, **self.env_options)
         try:
             obs_space = self.envs.single_observation_space
             self._build_q(obs_space, self.envs.single_action_space)
             self.q_target = copy.deepcopy(self.q).requires_grad_(False)
             self.train_q = runtime.wrap(self.q)
-            self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.lr, fused=True)
+            self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
             buffer_device = self._buffer_device(obs_space)
             self.replay = make_replay_buffer(
-                obs_space, cfg.buffer_size, cfg.num_envs, buffer_device, n_step=cfg.n_step, gamma=cfg.gamma,
+                obs_space, config.buffer_size, config.num_envs, buffer_device, n_step=config.n_step,
+                gamma=config.gamma,
                 generator=torch.Generator(buffer_device).manual_seed(runtime.derive_seed("replay")))
         except BaseException:
             self.envs.close()
@@ -209,14 +210,14 @@ class Algorithm:
 
     def _build_q(self, obs_space: gym.Space, action_space: gym.Space) -> None:
         if not isinstance(action_space, gym.spaces.Discrete):
-            raise LabError(f"DQN needs a discrete action space, but {self.cfg.env_id} has {action_space}; "
+            raise LabError(f"DQN needs a discrete action space, but {self.config.env_id} has {action_space}; "
                            "pick an env with Discrete actions (a policy-gradient algorithm handles continuous ones).")
         self.observation_space, self.action_space = obs_space, action_space
         self.num_actions = int(action_space.n)
-        self.q = QNetwork(obs_space, self.num_actions, self.cfg.hidden).to(self.device)
+        self.q = QNetwork(obs_space, self.num_actions, self.config.hidden).to(self.device)
 
     def _buffer_device(self, obs_space: gym.Space) -> torch.device:
-        cfg = self.cfg
+        cfg = self.config
         if cfg.buffer_device == "cpu" or self.device.type != "cuda":
             return torch.device("cpu")
         if cfg.buffer_device == "train":
@@ -228,7 +229,7 @@ class Algorithm:
 
     # ------------------------------------------------------------------ acting
     def epsilon(self, step: int) -> float:
-        cfg = self.cfg
+        cfg = self.config
         return linear_epsilon(step, cfg.epsilon_start, cfg.epsilon_end, cfg.exploration_fraction * cfg.total_steps)
 
     @torch.inference_mode()
@@ -244,42 +245,42 @@ class Algorithm:
 
     def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
         """Greedy actions, or ε-greedy with the final exploration rate (as SB3's DQN.predict)."""
-        return self.act(obs, 0.0 if deterministic else self.cfg.epsilon_end, self.act_rng)
+        return self.act(obs, 0.0 if deterministic else self.config.epsilon_end, self.act_rng)
 
     # ------------------------------------------------------------------ learning
     def update(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One gradient step on a minibatch from the replay buffer; returns (loss, mean Q)."""
-        batch = self.replay.sample(self.cfg.batch_size)
+        batch = self.replay.sample(self.config.batch_size)
         if self.replay.device != self.device:
             batch = type(batch)(*(t.to(self.device, non_blocking=True) for t in batch))
         with torch.no_grad():
             q_next = self.q_target(batch.next_obs).float()
-            if self.cfg.double_q:
+            if self.config.double_q:
                 target = double_q_target(batch.returns, batch.discounts, q_next, self.q(batch.next_obs).float())
             else:
                 target = td_target(batch.returns, batch.discounts, q_next)
         with self.rt.autocast():
             q_all = self.train_q(batch.obs)
         q_taken = q_all.float().gather(1, batch.actions[:, None]).squeeze(1)
-        if self.cfg.loss == "huber":
+        if self.config.loss == "huber":
             errors = F.smooth_l1_loss(q_taken, target, reduction="none")
         else:
             errors = F.mse_loss(q_taken, target, reduction="none")
         loss = (errors * batch.weights).sum() / batch.weights.sum().clamp(min=1.0)
-        self.rt.optimize(loss, self.optimizer, self.cfg.max_grad_norm or None)
+        self.rt.optimize(loss, self.optimizer, self.config.max_grad_norm or None)
         return loss.detach(), q_taken.detach().mean()
 
     @torch.no_grad()
     def update_target(self) -> None:
         """theta_target <- tau theta + (1 - tau) theta_target (a hard copy when tau = 1)."""
         online, target = list(self.q.parameters()), list(self.q_target.parameters())
-        if self.cfg.tau == 1.0:
+        if self.config.tau == 1.0:
             torch._foreach_copy_(target, online)
         else:
-            torch._foreach_lerp_(target, online, self.cfg.tau)
+            torch._foreach_lerp_(target, online, self.config.tau)
 
     def train_step(self, step: int) -> dict:
-        cfg = self.cfg
+        cfg = self.config
         epsilon = self.epsilon(step)
         actions = self.act(self.obs, epsilon, self.act_rng)
         next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
@@ -315,8 +316,8 @@ class Algorithm:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
-        options = options or EvalOptions(episodes=self.cfg.eval_episodes, video=self.cfg.capture_video)
-        epsilon = self.cfg.eval_epsilon if options.epsilon is None else options.epsilon
+        options = options or EvalOptions(episodes=self.config.eval_episodes, video=self.config.capture_video)
+        epsilon = self.config.eval_epsilon if options.epsilon is None else options.epsilon
         require(0.0 <= epsilon <= 1.0, f"--epsilon must be in [0, 1], got {epsilon}.")
         require(options.episodes > 0, f"--episodes must be > 0, got {options.episodes}.")
         generator = np.random.default_rng(self.rt.derive_seed("eval/explore", per_rank=False))
@@ -325,11 +326,11 @@ class Algorithm:
             return self.act(obs, epsilon, generator)
 
         eval_seed = self.rt.derive_seed("eval", per_rank=False)
-        returns = run_episodes(policy, self.cfg.env_id, options.episodes, seed=eval_seed, **self.env_options)
+        returns = run_episodes(policy, self.config.env_id, options.episodes, seed=eval_seed, **self.env_options)
         results = {"eval/ep_return": float(returns.mean()), "eval/ep_return_std": float(returns.std()),
                    "eval/episodes": float(len(returns))}
         if options.video:
-            video, total = record_video(policy, self.cfg.env_id, seed=eval_seed, **self.env_options)
+            video, total = record_video(policy, self.config.env_id, seed=eval_seed, **self.env_options)
             results["videos/episode"] = video
             results["eval/video_return"] = total
         return results
@@ -339,7 +340,7 @@ class Algorithm:
         return {"q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "act_rng": self.act_rng.bit_generator.state,
                 "env_steps": self.env_steps, "learning_from": self.learning_from,
-                "replay": self.replay.state_dict() if self.cfg.save_buffer else None}
+                "replay": self.replay.state_dict() if self.config.save_buffer else None}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore the agent (and the buffer when it was saved). The environments cannot be saved:
@@ -356,7 +357,7 @@ class Algorithm:
             self.replay.load_state_dict(state["replay"])
             self.learning_from = state["learning_from"]
         else:   # an empty buffer: gather learning_starts transitions again before learning
-            self.learning_from = max(state["learning_from"], self.env_steps + self.cfg.learning_starts)
+            self.learning_from = max(state["learning_from"], self.env_steps + self.config.learning_starts)
         self.obs, _ = self.envs.reset(seed=self.rt.derive_seed(f"envs/{self.env_steps}"))
 
     def close(self) -> None:

@@ -127,23 +127,23 @@ class Algorithm(RolloutAgent):
     and clip-range schedules are functions of the trainer's step, so a resumed run continues them exactly."""
 
     def __init__(self, config: Config, runtime: Runtime, training: bool = True):
+        config = config.resolved()   # what the session hands over already; a Config built by hand gets the same
         self.config, self.rt, self.training = config, runtime, training
-        self.cfg = cfg = config.resolved()
-        minibatch_here = runtime.shard(cfg.minibatch_size)
+        minibatch_here = runtime.shard(config.minibatch_size)
         self.minibatch_size = minibatch_here.stop - minibatch_here.start
-        self.step_size = cfg.num_envs * cfg.n_steps
-        self.envs, self.obs, obs_space, action_space = env_setup(cfg.env_id, cfg.num_envs, runtime, training)
-        self.net = ActorCritic(obs_space, action_space, cfg.hidden,
-                               "state-independent", cfg.init_log_std, trunks="auto").to(runtime.device)
+        self.step_size = config.num_envs * config.n_steps
+        self.envs, self.obs, obs_space, action_space = env_setup(config.env_id, config.num_envs, runtime, training)
+        self.net = ActorCritic(obs_space, action_space, config.hidden,
+                               "state-independent", config.init_log_std, trunks="auto").to(runtime.device)
         self.updates = 0
         if not training:
             self.net.eval()
             return
         self.train_net = runtime.wrap(ActionEvaluator(self.net))   # log pi(a|s), H, V(s) with gradients
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=cfg.lr, eps=1e-5, fused=True)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr, eps=1e-5, fused=True)
 
     def train_step(self, step: int) -> dict:
-        cfg = self.cfg
+        cfg = self.config
         lr = linear_schedule(cfg.lr, step, cfg.total_steps) if cfg.anneal_lr else cfg.lr
         clip_range = linear_schedule(cfg.clip_range, step, cfg.total_steps) if cfg.anneal_clip_range else cfg.clip_range
         for group in self.optimizer.param_groups:
@@ -179,7 +179,7 @@ class Algorithm(RolloutAgent):
 
     def update(self, mb: dict[str, torch.Tensor], clip_range: float) -> dict[str, torch.Tensor]:
         """One optimizer step on a minibatch; its losses and diagnostics as 0-d tensors (no host sync)."""
-        cfg = self.cfg
+        cfg = self.config
         with self.rt.autocast():
             log_prob, entropy, values = self.train_net(mb["obs"], mb["actions"])
         log_ratio = log_prob.float() - mb["log_probs"]
