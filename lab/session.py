@@ -213,8 +213,7 @@ def _call_on_checkpoint(run_path: Path, method: str, options: Any, which: str, d
         if not hasattr(algorithm, method):
             raise LabError(f"{saved['algo']} runs do not generate samples; `lab sample` takes a generative run.")
         with runtime.isolated_rng():
-            extra = {"during_training": False} if method == "evaluate" else {}
-            results = getattr(algorithm, method)(options, **extra)
+            results = getattr(algorithm, method)(options)   # evaluate's during_training defaults to False
     finally:
         _close(algorithm)
         runtime.close()

@@ -11,13 +11,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from lab import registry  # noqa: E402
-from lab.runtime import RunOptions  # noqa: E402
+from lab.runtime import RunOptions, unwrap  # noqa: E402
 from lab.session import train_in_memory  # noqa: E402
 from tiny_configs import TINY  # noqa: E402
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    return unwrap(module.module) if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
 
 
 def parameters(algorithm) -> dict[str, torch.Tensor]:
