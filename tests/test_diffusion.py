@@ -319,6 +319,53 @@ def test_hybrid_loss_trains_the_variance_channels():
     assert head.weight.grad[1].abs().sum() > 0   # the v channel learns from L_vlb
 
 
+def test_level_posterior_is_bayes_rule_over_the_levels():
+    schedule = NoiseSchedule.create("linear", 1000)
+    t = torch.tensor([0, 10, 300, 999])
+    x_t = torch.randn(4, 1, 3, 3)
+    logits = torch.randn(4, 2, 3, 3)                    # levels -1 and +1
+    log_p = schedule.level_log_posterior(logits, x_t, t, torch.tensor([-1.0, 1.0]))
+    a, s = schedule.sqrt_alphas_cumprod[t].view(-1, 1, 1, 1), schedule.sqrt_one_minus_alphas_cumprod[t].view(-1, 1, 1, 1)
+    # two levels: p(x_0 = +1 | x_t) = sigmoid(f_+ - f_- + log N(x_t; a, s²) - log N(x_t; -a, s²)) = sigmoid(... + 2 a x_t / s²)
+    expected = torch.sigmoid(logits[:, 1:] - logits[:, :1] + 2 * a * x_t / s.square())
+    torch.testing.assert_close(log_p[:, :, 1].exp(), expected, atol=1e-5, rtol=1e-4)
+    many = schedule.level_log_posterior(torch.randn(4, 17 * 2, 3, 3), torch.randn(4, 2, 3, 3), t, torch.linspace(-1, 1, 17))
+    assert many.shape == (4, 2, 17, 3, 3)
+    torch.testing.assert_close(many.exp().sum(2), torch.ones(4, 2, 3, 3))
+
+
+def test_level_prediction_makes_the_small_noise_terms_of_the_bound_vanish_even_untrained():
+    """At small t the likelihood of x_t decides x_0: x̂_0 is exact whatever the network says, so L_{t-1} ~ 0,
+    while an ε-predictor off by a little pays about ½ ||ε - ε̂||² · β_t / (1 - ᾱ_{t-1}) there."""
+    from generative.diffusion.bound import reverse_step, step_term
+    schedule = NoiseSchedule.create("linear", 1000)
+    levels = torch.tensor([-1.0, 1.0])
+    x0 = torch.bernoulli(torch.full((64, 1, 8, 8), 0.5), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    t = torch.arange(1, 6).repeat_interleave(13)[:64]
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    x_t = schedule.add_noise(x0, t, noise)
+    logits = 3 * torch.randn(64, 2, 8, 8, generator=torch.Generator().manual_seed(2))   # an untrained network's guess
+    no_decoder = lambda x, mean, log_var: torch.zeros_like(x)   # t > 0 here: L_0 is never asked for
+    x0_hat = (schedule.level_log_posterior(logits, x_t, t, levels).exp() * levels.view(1, 1, -1, 1, 1)).sum(2)
+    kl = step_term(schedule, x0, x_t, t, *reverse_step(schedule, x0_hat, x_t, t, "x0"), no_decoder)
+    assert kl.max() < 1e-4
+    eps_hat = noise + 0.1 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))
+    kl_eps = step_term(schedule, x0, x_t, t, *reverse_step(schedule, eps_hat, x_t, t, "eps"), no_decoder)
+    assert kl_eps.mean() > 0.05 and kl_eps.mean() > 1000 * kl.mean()
+
+
+def test_level_prediction_trains_samples_and_bounds_through_the_level_softmax():
+    algo = _algorithm(data="digits", image_size=8, width=8, channel_mults=(1, 2), batch_size=16, total_steps=3,
+                      diffusion_steps=50, learn_variance=True, binarize=True, prediction="levels")
+    assert algo.model.head[-1].out_channels == 2 + 1      # one logit per level, then the variance channel
+    metrics = algo.train_step(0)
+    assert torch.isfinite(metrics["train/loss"]) and algo.model.head[-1].weight.grad[:2].abs().sum() > 0
+    images, _ = algo.generate(6, sampler="ddpm", steps=50)
+    assert images.shape == (6, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
+    bound = algo.test_bound(0)
+    assert torch.isfinite(bound["total"]).all() and bound["total"].min() > 0
+
+
 def test_lab_eval_reports_the_bound_in_bits_per_dim(lab, tmp_path):
     run = tmp_path / "run"
     r = lab("train", "ddpm", "--image-size", "8", "--width", "8", "--channel-mults", "1", "2", "--diffusion-steps",
@@ -339,6 +386,8 @@ def test_lab_eval_reports_the_bound_in_bits_per_dim(lab, tmp_path):
     (["--data", "ring8", "--learn-variance"], "--learn-variance needs image data"),
     (["--data", "digits", "--learn-variance"], "--image-size 8"),
     (["--data", "ring8", "--binarize"], "--binarize needs image data"),
+    (["--data", "ring8", "--prediction", "levels"], "--prediction levels needs images on discrete levels"),
+    (["--data", "digits", "--prediction", "levels"], "--image-size 8"),
 ])
 def test_bound_options_refuse_data_without_discrete_levels(lab, tmp_path, argv, words):
     result = lab("train", "ddpm", *argv, "--run-dir", tmp_path / "x")

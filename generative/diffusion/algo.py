@@ -6,6 +6,7 @@ variational bound whose terms reduce to matching the posterior mean q(x_{t-1} | 
     x_0 ~ data,  t ~ U{0, ..., T-1},  ε ~ N(0, I)
     x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε                       (forward process, closed form)
     L = || f_θ(x_t, t, y) - target ||²   with target ε (default), v or x_0
+    (--prediction levels: L = -log p_θ(x_0 | x_t), a softmax over the data's levels per pixel)
     θ_ema <- decay · θ_ema + (1 - decay) · θ                     (the weights used for sampling)
 
 Sampling runs the learned reverse process p_θ(x_{t-1} | x_t) from x_T ~ N(0, I): ancestral DDPM or
@@ -30,8 +31,8 @@ from lab.media import image_grid
 from lab.memory import require_batch
 from lab.presets import fill_unset
 from lab.runtime import Runtime, unwrap
-from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, load_images,
-                             toy_distribution)
+from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, level_indices,
+                             load_images, toy_distribution)
 from generative.diffusion.bound import reverse_step, step_term, variational_bound
 from generative.diffusion.mlp import MLPDenoiser
 from generative.diffusion.sampler import SAMPLERS, VARIANCES, SamplerName, Variance, ddim_sample, ddpm_sample, guided
@@ -64,7 +65,11 @@ class Config:
     diffusion_steps: int = 1000
     """Number T of noising steps of the forward process."""
     prediction: Prediction = "eps"
-    """What the network predicts: eps (the noise, Ho et al.), v (Salimans & Ho 2022) or x0."""
+    """What the network predicts: eps (the noise, Ho et al.), v (Salimans & Ho 2022), x0, or levels: a softmax
+    over the data's discrete levels per pixel trained by cross-entropy, x̂_0 its mean (as CDCD, Dieleman et al.
+    2022, reads x̂_0 from a categorical), with the exact likelihood of x_t under each level added to the
+    logits so that x̂_0 is exact once the noise is small: the bound no longer pays for the network's
+    imprecision there (images at their native size)."""
     learn_variance: bool = False
     """Also learn the reverse variance, log Σ_θ = v log β_t + (1 - v) log β̃_t, with the hybrid loss
     L_simple + λ L_vlb, λ = 0.001 (Nichol & Dhariwal 2021); the bound uses it (sampling keeps β̃ / β).
@@ -133,6 +138,8 @@ class Config:
         if is_toy:   # activations of the residual MLP, forward and backward
             require_batch(r.batch_size, 8 * 4 * self.mlp_width * self.mlp_depth, "--batch-size")
         require(not (self.binarize and is_toy), f"--binarize needs image data; {self.data} is 2-D points.")
+        require(not (self.prediction == "levels" and is_toy),
+                f"--prediction levels needs images on discrete levels; {self.data} is 2-D points.")
         if not is_toy:
             size = r.image_size
             levels = 2 ** (len(self.channel_mults) - 1)
@@ -226,21 +233,27 @@ class Algorithm:
             data = load_images(config.data, "train", config.data_dir, config.image_size)
             self.shape, self.num_classes = tuple(data.images.shape[1:]), data.num_classes
             self.levels = 2 if config.binarize and data.levels else data.levels
-            require(self.levels is not None or not config.learn_variance,
-                    f"--learn-variance needs {config.data} at its native size, whose pixels take discrete levels "
-                    f"(--image-size {NATIVE_SHAPE[config.data][-1]}); got --image-size {config.image_size}.")
+            for flag, asked in (("--learn-variance", config.learn_variance),
+                                ("--prediction levels", config.prediction == "levels")):
+                require(self.levels is not None or not asked,
+                        f"{flag} needs {config.data} at its native size, whose pixels take discrete levels "
+                        f"(--image-size {NATIVE_SHAPE[config.data][-1]}); got --image-size {config.image_size}.")
             require(data.levels is not None or not config.binarize,
                     f"--binarize needs {config.data} at its native size (--image-size {NATIVE_SHAPE[config.data][-1]}); "
                     f"got --image-size {config.image_size}.")
             self.model = UNet(self.shape[0], config.width, config.channel_mults, config.res_blocks,
                               config.attention_resolutions, config.image_size, config.dropout,
                               self.num_classes if config.conditional else 0,
-                              out_channels=self.shape[0] * (2 if config.learn_variance else 1))
+                              out_channels=self.shape[0] * ((self.levels if config.prediction == "levels" else 1)
+                                                            + config.learn_variance))
             require(config.batch_size <= len(data.images),
                     f"--batch-size {config.batch_size} exceeds the {len(data.images)} training images of {config.data}.")
             self.batches = BatchIterator(data.images, data.labels, batch_size=config.batch_size,
                                          seed=runtime.derive_seed("real-data", per_rank=False), device=device)
         self.model.to(device)
+        # --prediction levels: the values x_0 can take, -1 .. 1; the samplers and the bound read its mean as x̂_0
+        self.level_values = None if self.levels is None else torch.linspace(-1, 1, self.levels, device=device)
+        self.sampled_prediction = "x0" if config.prediction == "levels" else config.prediction
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.model = runtime.wrap(self.model)   # the one handle: train through it, unwrap it for state
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
@@ -276,14 +289,18 @@ class Algorithm:
         self.model.train()
         with self.rt.autocast():
             output = self.model(x_t, t, labels).float()
-        v = None
-        if cfg.learn_variance:
-            output, v = output.chunk(2, dim=1)
-        loss = F.mse_loss(output, schedule.target(cfg.prediction, x0, t, noise))   # simple loss L_simple
+        output, v = self._split(output)
+        if cfg.prediction == "levels":
+            log_posterior = schedule.level_log_posterior(output, x_t, t, self.level_values)
+            level = level_indices((x0 + 1) / 2, self.levels)
+            loss = F.nll_loss(log_posterior.transpose(1, 2), level)   # cross-entropy of x_0's level
+            output = self._level_mean(log_posterior)
+        else:
+            loss = F.mse_loss(output, schedule.target(cfg.prediction, x0, t, noise))   # simple loss L_simple
         if v is not None:
             # hybrid loss: L_simple + λ L_vlb with λ = 0.001, T L_t estimating L_vlb and only the variance
             # learning from it (the mean is detached); L_t in bits per dimension
-            mean, log_var = reverse_step(schedule, output.detach(), x_t, t, cfg.prediction, v)
+            mean, log_var = reverse_step(schedule, output.detach(), x_t, t, self.sampled_prediction, v)
             vlb = step_term(schedule, x0, x_t, t, mean, log_var, self._decoder_nll) / (x0[0].numel() * math.log(2))
             loss = loss + schedule.num_steps / 1000 * vlb.mean()
         for group in self.optimizer.param_groups:
@@ -325,11 +342,8 @@ class Algorithm:
             y = None if labels is None else labels[start:start + batch].to(self.rt.device)
 
             def reverse(x_t, t):
-                output = self.ema(x_t, t, y).float()
-                v = None
-                if self.config.learn_variance:
-                    output, v = output.chunk(2, dim=1)
-                return reverse_step(self.schedule, output, x_t, t, self.config.prediction, v)
+                output, v = self._split(self.ema(x_t, t, y).float())
+                return reverse_step(self.schedule, self._readable(output, x_t, t), x_t, t, self.sampled_prediction, v)
 
             parts.append(variational_bound(reverse, self.schedule, x0, self._decoder_nll, generator,
                                            lambda done, total: bar.update(1)))
@@ -337,10 +351,27 @@ class Algorithm:
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
 
     # ------------------------------------------------------------------ sampling
+    def _split(self, output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the prediction channels, the variance channels v of --learn-variance or None)."""
+        if not self.config.learn_variance:
+            return output, None
+        prediction, v = output.split([output.shape[1] - self.shape[0], self.shape[0]], dim=1)
+        return prediction, v
+
+    def _readable(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The prediction in the space the samplers read (``sampled_prediction``): as it is, or for
+        --prediction levels the mean x̂_0 = Σ_ℓ ℓ p(x_0 = ℓ | x_t)."""
+        if self.config.prediction != "levels":
+            return output
+        return self._level_mean(self.schedule.level_log_posterior(output.float(), x_t, t, self.level_values))
+
+    def _level_mean(self, log_posterior: torch.Tensor) -> torch.Tensor:
+        # x̂_0 = E[x_0 | x_t] = Σ_ℓ ℓ p(x_0 = ℓ | x_t)
+        return (log_posterior.exp() * self.level_values.view(1, 1, -1, *([1] * (log_posterior.dim() - 3)))).sum(2)
+
     def _prediction_net(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The EMA network's ε̂ (or v̂, x̂_0), without the variance channels of --learn-variance."""
-        output = self.ema(x, t, labels)
-        return output.chunk(2, dim=1)[0] if self.config.learn_variance else output
+        return self._readable(self._split(self.ema(x, t, labels))[0], x, t)
 
     @torch.no_grad()
     def generate(self, n: int, *, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,
@@ -361,7 +392,7 @@ class Algorithm:
             x_T = torch.randn((size, *self.shape), generator=generator, device=device)
             chunk = None if labels is None else labels[start:start + size].to(device)
             denoiser = guided(self._prediction_net, chunk, guidance, self.num_classes)
-            common = dict(prediction=self.config.prediction, clip=clip, generator=generator,
+            common = dict(prediction=self.sampled_prediction, clip=clip, generator=generator,
                           frames=frames if start == 0 else 0)
             if sampler == "ddpm":
                 x, trajectory = ddpm_sample(denoiser, self.schedule, x_T, steps=steps, variance=variance, **common)

@@ -107,6 +107,8 @@ def check_exportable(algorithm: Any) -> list[int]:
         raise LabError("--format diffusers exports image models; this DDPM run is on 2-D points.")
     if config.conditional:
         raise LabError("--format diffusers exports unconditional models (DDPMPipeline passes no labels).")
+    if config.prediction == "levels":
+        raise LabError("--format diffusers exports eps, v or x0 predictors; this run predicts a softmax over levels.")
     if getattr(config, "learn_variance", False):
         raise LabError("--format diffusers exports fixed-variance models; this run learned its variance.")
     if config.channel_mults[0] != 1:

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 import torch
 
 Schedule = Literal["linear", "cosine"]
-Prediction = Literal["eps", "v", "x0"]
+Prediction = Literal["eps", "v", "x0", "levels"]
 SCHEDULES, PREDICTIONS = get_args(Schedule), get_args(Prediction)
 
 
@@ -117,6 +117,19 @@ class NoiseSchedule:
         elif prediction == "eps":
             return x0, output
         return x0, (x_t - a * x0) / s                         # ε̂ = (x_t - sqrt(ᾱ_t) x̂_0) / sqrt(1 - ᾱ_t)
+
+    def level_log_posterior(self, logits: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                            levels: torch.Tensor) -> torch.Tensor:
+        """log p(x_0 = ℓ_k | x_t) of each pixel (B, C, L, H, W) from the network's logits (B, C·L, H, W)
+        over the L values ``levels`` the data takes: the logits plus the exact log-likelihood of the
+        pixel's own x_t under each level, which alone decides x_0 once the noise is small."""
+        b, c = x_t.shape[:2]
+        logits = logits.reshape(b, c, len(levels), *x_t.shape[2:])
+        shape = (1, 1, -1) + (1,) * (x_t.dim() - 2)
+        a, s = _at(self.sqrt_alphas_cumprod, t, x_t).unsqueeze(2), _at(self.sqrt_one_minus_alphas_cumprod, t, x_t).unsqueeze(2)
+        # Bayes per pixel: log p(x_0 = ℓ | x_t) = f_θ(x_t, t)_ℓ + log q(x_t | x_0 = ℓ) + const,  q = N(sqrt(ᾱ_t) ℓ, 1 - ᾱ_t)
+        log_likelihood = -(x_t.unsqueeze(2) - a * levels.view(shape)).square() / (2 * s.square())
+        return torch.log_softmax(logits + log_likelihood, dim=2)
 
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # posterior q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I),  μ̃_t = coef_x0 · x_0 + coef_xt · x_t
