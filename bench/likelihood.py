@@ -13,8 +13,8 @@ levels of sklearn's digits. Figures are nats per image and bits per dimension:
     PixelCNN   the exact -log p(x)
     VAE        -ELBO and the importance-weighted bound with K samples (Burda et al., 2016); Bernoulli
                likelihood on binary pixels, the discretized Gaussian on the 17 levels
-    DDPM       the variational bound L_T + Σ L_{t-1} + L_0 (x̂_0 from a softmax over the levels, learned
-               variance, hybrid loss), images at their native 8x8 size
+    DDPM       the variational bound L_T + Σ L_{t-1} + L_0 (x̂_0 from a softmax over the levels, cosine
+               schedule, learned variance, hybrid loss), images at their native 8x8 size
     GAN        no likelihood: its samples only
 
 Context rows: independent pixels (each pixel's histogram on the training split). Writes
@@ -57,7 +57,7 @@ def configs(variant: str, steps: int, data: str = "digits", data_dir=None) -> di
         "vae": VAEConfig(data=data, data_dir=data_dir, likelihood="bernoulli" if binary else "discretized-gaussian",
                          total_steps=steps),
         "ddpm": DDPMConfig(data=data, data_dir=data_dir, image_size=8, channel_mults=(1, 2), binarize=binary,
-                           learn_variance=True, prediction="levels", total_steps=steps),
+                           learn_variance=True, prediction="levels", schedule="cosine", total_steps=steps),
     }
 
 
@@ -79,9 +79,18 @@ def score(algo: str, algorithm, k: int, seed: int) -> dict:
         bounds = log_likelihood_bounds(algorithm.vae, algorithm.test_x, k, generator=generator)
         return {"neg_elbo": -bounds["elbo"].mean().item(), "nll": -bounds["iw"].mean().item(),
                 "samples": algorithm.vae.sample(64, generator)}
-    bound = {key: value.mean().item() for key, value in algorithm.test_bound(seed).items()}
+    terms = algorithm.test_bound(seed)
+    per_step = terms.pop("steps").mean(0)                 # L_0, L_1, ..., L_{T-1}, averaged over the images
+    bound = {key: value.mean().item() for key, value in terms.items()}
     samples, _ = algorithm.generate(64, sampler="ddim", steps=50, seed=seed)
-    return {"nll": bound["total"], "bound_terms": bound, "samples": samples}
+    return {"nll": bound["total"], "bound_terms": bound, "bound_by_t": bound_by_t(per_step), "samples": samples}
+
+
+def bound_by_t(per_step: torch.Tensor) -> dict[str, float]:
+    """Where the bound is spent: the sum of its terms over ranges of the paper's t (L_{t-1} is term t)."""
+    T, edges = len(per_step), [1, 2, 11, 101, 301]
+    ranges = [(lo, hi - 1) for lo, hi in zip(edges, edges[1:] + [T + 1]) if lo <= T]
+    return {(f"t={lo}" if lo == hi else f"t={lo}..{min(hi, T)}"): per_step[lo - 1:hi].sum().item() for lo, hi in ranges}
 
 
 def independent_pixels(variant: str, data: str = "digits", data_dir=None) -> float:
@@ -169,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[algo] = result
             print(f"{variant}: {algo} -log p(x) {'≤ ' if algo != 'pixelcnn' else ''}{result['nll']:.2f} nats "
                   f"({result['bits_per_dim']:.3f} bits/dim), {train_s:.0f} s training", flush=True)
+            if "bound_by_t" in result:
+                print("  the bound's terms by t: " + ", ".join(f"{k} {v:.2f}" for k, v in result["bound_by_t"].items()))
         rows["independent_pixels"] = {"nll": independent_pixels(variant)}
         report["digits"][variant] = rows
 

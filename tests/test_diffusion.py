@@ -364,6 +364,8 @@ def test_level_prediction_trains_samples_and_bounds_through_the_level_softmax():
     assert images.shape == (6, 1, 8, 8) and images.min() >= 0 and images.max() <= 1
     bound = algo.test_bound(0)
     assert torch.isfinite(bound["total"]).all() and bound["total"].min() > 0
+    assert bound["steps"].shape == (len(bound["total"]), 50)          # L_0 .. L_49 of every test image
+    torch.testing.assert_close(bound["steps"].sum(1), bound["total"] - bound["prior"])
 
 
 def test_lab_eval_reports_the_bound_in_bits_per_dim(lab, tmp_path):

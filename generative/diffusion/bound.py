@@ -71,23 +71,20 @@ def step_term(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: t
 def variational_bound(reverse: Reverse, schedule: NoiseSchedule, x0: torch.Tensor, decoder_nll: DecoderNLL,
                       generator: torch.Generator | None = None, progress=None) -> dict[str, torch.Tensor]:
     """The bound on -log p(x_0) of each image (nats), every term of the sum computed with one draw
-    x_t ~ q(x_t | x_0): {"prior": L_T, "diffusion": Σ_{t>1} L_{t-1}, "decoder": L_0, "total": L}.
+    x_t ~ q(x_t | x_0): {"prior": L_T, "diffusion": Σ_{t>1} L_{t-1}, "decoder": L_0, "total": L, and
+    "steps": (images, T) with L_0 in column 0 and L_{t-1} in column t-1, to see where the bound is spent}.
     ``progress(done, total)`` is called after each timestep."""
-    diffusion = torch.zeros(len(x0), dtype=torch.float64, device=x0.device)
-    decoder = diffusion
     T = schedule.num_steps
+    steps = torch.zeros(len(x0), T, dtype=torch.float64, device=x0.device)
     for step in range(T - 1, -1, -1):
         t = torch.full((len(x0),), step, device=x0.device)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         x_t = schedule.add_noise(x0, t, noise)
         mean, log_var = reverse(x_t, t)
-        term = step_term(schedule, x0, x_t, t, mean, log_var, decoder_nll).double()
-        if step > 0:
-            diffusion = diffusion + term
-        else:
-            decoder = term
+        steps[:, step] = step_term(schedule, x0, x_t, t, mean, log_var, decoder_nll).double()
         if progress is not None:
             progress(T - step, T)
-    prior = prior_term(schedule, x0).double()
+    prior, diffusion, decoder = prior_term(schedule, x0).double(), steps[:, 1:].sum(1), steps[:, 0]
     # the variational bound: L = L_T + Σ_{t>1} L_{t-1} + L_0  >=  -log p(x_0)
-    return {"prior": prior, "diffusion": diffusion, "decoder": decoder, "total": prior + diffusion + decoder}
+    return {"prior": prior, "diffusion": diffusion, "decoder": decoder, "total": prior + diffusion + decoder,
+            "steps": steps}
