@@ -14,7 +14,7 @@ levels of sklearn's digits. Figures are nats per image and bits per dimension:
     VAE        -ELBO and the importance-weighted bound with K samples (Burda et al., 2016); Bernoulli
                likelihood on binary pixels, the discretized Gaussian on the 17 levels
     DDPM       the variational bound L_T + Σ L_{t-1} + L_0 (x̂_0 from a softmax over the levels, cosine
-               schedule, learned variance, hybrid loss), images at their native 8x8 size
+               schedule, learned variance, hybrid loss, U-Net width 32), images at their native 8x8 size
     GAN        no likelihood: its samples only
 
 Context rows: independent pixels (each pixel's histogram on the training split). Writes
@@ -57,7 +57,7 @@ def configs(variant: str, steps: int, data: str = "digits", data_dir=None) -> di
         "vae": VAEConfig(data=data, data_dir=data_dir, likelihood="bernoulli" if binary else "discretized-gaussian",
                          total_steps=steps),
         "ddpm": DDPMConfig(data=data, data_dir=data_dir, image_size=8, channel_mults=(1, 2), binarize=binary,
-                           learn_variance=True, prediction="levels", schedule="cosine", total_steps=steps),
+                           learn_variance=True, prediction="levels", schedule="cosine", width=32, total_steps=steps),
     }
 
 
