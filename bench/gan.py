@@ -4,6 +4,8 @@
     lab bench gan --seeds 0 1 2 3 4 --steps 3000    the protocol of the issue (hours on a CPU)
     lab bench gan --digits --digits-steps 2000       also the digits FID and the conditional label accuracy
     lab bench gan --pack 4 --r1-weight 10           the toys with PacGAN packing and the R1 penalty
+    lab bench gan --defaults --data ring8 --losses non-saturating --seeds 0 1 2 3 4
+                                                    what `lab train gan --data ring8` does, on 5 seeds
 
 For each toy, loss and seed, one headless ``lab train gan`` run (``lab.session.train_in_memory``: the
 same trainer as the CLI, no run folder), then its end-of-run evaluation: 2,500 samples of the EMA
@@ -17,6 +19,7 @@ Writes runs/bench/gan-<time>.json, or --out.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from dataclasses import dataclass
 from typing import Literal
@@ -62,12 +65,14 @@ def train(config: Config, seed: int) -> tuple[dict[str, float], float]:
 
 
 def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_decay: bool, pack: int,
-             r1_weight: float) -> list[dict]:
+             r1_weight: float, defaults: bool = False) -> list[dict]:
     rows = []
     for loss in losses:
         runs = []
         for seed in seeds:
-            config = Config(data=data, loss=loss, total_steps=steps, lr_decay=lr_decay, pack=pack, r1_weight=r1_weight)
+            config = (Config(data=data, loss=loss) if defaults else
+                      Config(data=data, loss=loss, total_steps=steps, lr_decay=lr_decay, pack=pack, r1_weight=r1_weight))
+            config = config.resolved()
             score, seconds = train(config, seed)
             runs.append({"seed": seed, "modes": score["eval/modes"], "high_quality": score["eval/high_quality"],
                          "seconds": seconds})
@@ -75,8 +80,9 @@ def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_deca
                   f"{100 * score['eval/high_quality']:.1f}% high quality ({seconds:.0f} s)", flush=True)
         modes = [r["modes"] for r in runs]
         quality = [100 * r["high_quality"] for r in runs]
-        rows.append({"data": data, "loss": loss, "steps": config.total_steps, "pack": pack, "r1_weight": r1_weight,
-                     "runs": runs,
+        rows.append({"data": data, "loss": loss, "steps": config.total_steps, "pack": config.pack,
+                     "r1_weight": config.r1_weight, "samples": config.eval_samples,
+                     "config": {k: str(v) for k, v in vars(config).items()}, "runs": runs,
                      "modes_mean": statistics.mean(modes), "modes_std": statistics.pstdev(modes),
                      "modes_min": min(modes), "hq_mean": statistics.mean(quality), "hq_std": statistics.pstdev(quality),
                      "hq_min": min(quality),
@@ -123,6 +129,9 @@ class Options:
     """Seeds of the toy runs."""
     steps: int = 1000
     """Generator updates per toy run."""
+    defaults: bool = False
+    """Train the toys with the Config's defaults for each data set and loss, as `lab train gan --data ...`
+    does (--steps, --lr-decay, --pack and --r1-weight are then ignored)."""
     lr_decay: bool = True
     """The Config's linear learning-rate decay (--no-lr-decay: constant rates)."""
     pack: int = 1
@@ -142,10 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(Options, argv, "gan")
     torch.set_num_threads(1)
 
-    results: dict = {"toys": {}, "digits": []}
+    results: dict = {"loadavg": os.getloadavg(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                     "toys": {}, "digits": []}
     for data in args.data:
         results["toys"][data] = toy_rows(data, list(args.losses), list(args.seeds), args.steps, args.lr_decay,
-                                         args.pack, args.r1_weight)
+                                         args.pack, args.r1_weight, args.defaults)
+    results["loadavg_end"] = os.getloadavg()
     if args.digits:
         results["digits"] = digits_rows(args.digits_steps, list(args.digits_seeds), args.lr_decay)
     for data, rows in results["toys"].items():

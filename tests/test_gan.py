@@ -211,8 +211,32 @@ def test_one_step_counts_n_critic_discriminator_updates():
     assert algorithm.opt_g.state_dict()["state"][0]["step"].item() == 1
 
 
+def test_top_k_generator_loss_sees_only_the_k_best_scored_samples():
+    algorithm = Algorithm(tiny_toy(top_k=0.25, top_k_decay=0.5), Runtime(RunOptions(device="cpu")))
+    seen, scored = [], []
+    g_loss = algorithm.g_loss_fn
+    algorithm.g_loss_fn = lambda d_fake: seen.append(d_fake.detach().clone()) or g_loss(d_fake)
+    discriminator = algorithm.discriminator
+
+    def recording_discriminator(x, labels=None):
+        scores = discriminator(x, labels)
+        scored.append(scores.detach().clone())
+        return scores
+
+    algorithm.discriminator = recording_discriminator
+    for step in range(4):    # k_t = max(0.25, 0.5^t) x 32: 32, 16, 8, 8
+        algorithm.step = step
+        seen.clear(), scored.clear()
+        algorithm._generator_step()
+        assert len(seen[0]) == [32, 16, 8, 8][step]
+        best = scored[-1].sort(descending=True).values[:len(seen[0])]
+        assert torch.equal(seen[0].sort(descending=True).values, best)   # the k highest D(G(z)), no other
+    assert Algorithm(tiny_toy(), Runtime(RunOptions(device="cpu")))._top_k(32) == 32   # off by default
+
+
 def test_bad_flags_give_one_line_errors(lab, tmp_path):
-    for args in (["--loss", "wasserstein"], ["--conditional"], ["--data", "ring9"], ["--ema-decay", "1.5"]):
+    for args in (["--loss", "wasserstein"], ["--conditional"], ["--data", "ring9"], ["--ema-decay", "1.5"],
+                 ["--top-k", "0"]):
         result = lab("train", "gan", *args, "--run-dir", tmp_path / "run")
         assert result.returncode == 2, args
         assert result.stderr.startswith("lab: error: ") and result.stderr.count("\n") == 1, result.stderr
@@ -220,8 +244,10 @@ def test_bad_flags_give_one_line_errors(lab, tmp_path):
 
 
 def test_short_run_on_the_ring_covers_the_modes_with_sharp_samples(lab, tmp_path):
-    result = lab("train", "gan", "--data", "ring8", "--total-steps", 1000, "--hidden", 64, "--batch-size", 128,
-                 "--lr", 1e-3, "--latent-dim", 2, "--eval-samples", 1000, "--eval-every", 500, "--run-dir", tmp_path / "ring")
+    # a small, fast configuration (3 layers of 64 units, lr 1e-3, 1,000 steps), not the toy defaults
+    result = lab("train", "gan", "--data", "ring8", "--total-steps", 1000, "--hidden", 64, "--depth", 3,
+                 "--batch-size", 128, "--lr", 1e-3, "--latent-dim", 2, "--eval-samples", 1000, "--eval-every", 500,
+                 "--run-dir", tmp_path / "ring")
     assert result.returncode == 0, result.stderr
     final = [json.loads(line) for line in (tmp_path / "ring" / "metrics.jsonl").read_text().splitlines()]
     final = [row for row in final if "eval/modes" in row][-1]
