@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from generative.data import is_available, load_images
+from generative.diffusion.schedule import Prediction, Schedule
 from generative.likelihood import LIKELIHOODS, bits_per_dim, require_likelihood
 from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions
@@ -46,8 +47,9 @@ bench/vae.py quotes it (not re-checked against the paper here)."""
 VARIANTS = ("binarized", "17 levels")
 
 
-def configs(variant: str, steps: int, data: str = "digits", data_dir=None) -> dict:
-    """The likelihood models' configs for one discretization of the data."""
+def configs(variant: str, steps: int, data: str = "digits", data_dir=None, ddpm: dict | None = None) -> dict:
+    """The likelihood models' configs for one discretization of the data; ``ddpm`` overrides the DDPM's
+    prediction, schedule and width (the bench's flags)."""
     from generative.diffusion.algo import Config as DDPMConfig
     from generative.pixelcnn.algo import Config as PixelCNNConfig
     from generative.vae.algo import Config as VAEConfig
@@ -57,7 +59,8 @@ def configs(variant: str, steps: int, data: str = "digits", data_dir=None) -> di
         "vae": VAEConfig(data=data, data_dir=data_dir, likelihood="bernoulli" if binary else "discretized-gaussian",
                          total_steps=steps),
         "ddpm": DDPMConfig(data=data, data_dir=data_dir, image_size=8, channel_mults=(1, 2), binarize=binary,
-                           learn_variance=True, prediction="levels", schedule="cosine", width=32, total_steps=steps),
+                           learn_variance=True, total_steps=steps,
+                           **{"prediction": "levels", "schedule": "cosine", "width": 32, **(ddpm or {})}),
     }
 
 
@@ -149,6 +152,12 @@ class Options:
     """Models to score, among those with a likelihood: pixelcnn, vae, ddpm."""
     seed: int = 0
     """Seed of every model."""
+    ddpm_prediction: Prediction = "levels"
+    """What the DDPM predicts (eps, v, x0, levels; see `lab train ddpm --help`)."""
+    ddpm_schedule: Schedule = "cosine"
+    """The DDPM's noise schedule (linear or cosine)."""
+    ddpm_width: int = 32
+    """The DDPM U-Net's base channels."""
     data_dir: Path | None = None
     """Folder with the MNIST IDX files (the binarized-MNIST part runs only with them)."""
     out: ResultsPath = None
@@ -165,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     panels = {}
     for variant in VARIANTS:
         rows = {}
-        for algo, config in configs(variant, args.steps).items():
+        ddpm = {"prediction": args.ddpm_prediction, "schedule": args.ddpm_schedule, "width": args.ddpm_width}
+        for algo, config in configs(variant, args.steps, ddpm=ddpm).items():
             if algo not in args.models:
                 continue
             started = time.perf_counter()
