@@ -346,7 +346,7 @@ def test_level_prediction_makes_the_small_noise_terms_of_the_bound_vanish_even_u
     x_t = schedule.add_noise(x0, t, noise)
     logits = 3 * torch.randn(64, 2, 8, 8, generator=torch.Generator().manual_seed(2))   # an untrained network's guess
     no_decoder = lambda x, mean, log_var: torch.zeros_like(x)   # t > 0 here: L_0 is never asked for
-    x0_hat = (schedule.level_log_posterior(logits, x_t, t, levels).exp() * levels.view(1, 1, -1, 1, 1)).sum(2)
+    x0_hat = schedule.level_mean(schedule.level_log_posterior(logits, x_t, t, levels), levels)
     kl = step_term(schedule, x0, x_t, t, *reverse_step(schedule, x0_hat, x_t, t, "x0"), no_decoder)
     assert kl.max() < 1e-4
     eps_hat = noise + 0.1 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(3))

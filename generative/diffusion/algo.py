@@ -252,7 +252,8 @@ class Algorithm:
                                          seed=runtime.derive_seed("real-data", per_rank=False), device=device)
         self.model.to(device)
         # --prediction levels: the values x_0 can take, -1 .. 1; the samplers and the bound read its mean as x̂_0
-        self.level_values = None if self.levels is None else torch.linspace(-1, 1, self.levels, device=device)
+        self.level_values = (torch.linspace(-1, 1, self.levels, device=device) if config.prediction == "levels"
+                             else None)
         self.sampled_prediction = "x0" if config.prediction == "levels" else config.prediction
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.model = runtime.wrap(self.model)   # the one handle: train through it, unwrap it for state
@@ -294,12 +295,12 @@ class Algorithm:
             log_posterior = schedule.level_log_posterior(output, x_t, t, self.level_values)
             level = level_indices((x0 + 1) / 2, self.levels)
             loss = F.nll_loss(log_posterior.transpose(1, 2), level)   # cross-entropy of x_0's level
-            output = self._level_mean(log_posterior)
+            output = schedule.level_mean(log_posterior, self.level_values)
         else:
             loss = F.mse_loss(output, schedule.target(cfg.prediction, x0, t, noise))   # simple loss L_simple
         if v is not None:
-            # hybrid loss: L_simple + λ L_vlb with λ = 0.001, T L_t estimating L_vlb and only the variance
-            # learning from it (the mean is detached); L_t in bits per dimension
+            # hybrid loss: L_simple (or the levels' cross-entropy) + λ L_vlb with λ = 0.001, T L_t estimating
+            # L_vlb and only the variance learning from it (the mean is detached); L_t in bits per dimension
             mean, log_var = reverse_step(schedule, output.detach(), x_t, t, self.sampled_prediction, v)
             vlb = step_term(schedule, x0, x_t, t, mean, log_var, self._decoder_nll) / (x0[0].numel() * math.log(2))
             loss = loss + schedule.num_steps / 1000 * vlb.mean()
@@ -343,7 +344,8 @@ class Algorithm:
 
             def reverse(x_t, t):
                 output, v = self._split(self.ema(x_t, t, y).float())
-                return reverse_step(self.schedule, self._readable(output, x_t, t), x_t, t, self.sampled_prediction, v)
+                return reverse_step(self.schedule, self._to_sampled_prediction(output, x_t, t), x_t, t,
+                                    self.sampled_prediction, v)
 
             parts.append(variational_bound(reverse, self.schedule, x0, self._decoder_nll, generator,
                                            lambda done, total: bar.update(1)))
@@ -358,20 +360,17 @@ class Algorithm:
         prediction, v = output.split([output.shape[1] - self.shape[0], self.shape[0]], dim=1)
         return prediction, v
 
-    def _readable(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def _to_sampled_prediction(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The prediction in the space the samplers read (``sampled_prediction``): as it is, or for
         --prediction levels the mean x̂_0 = Σ_ℓ ℓ p(x_0 = ℓ | x_t)."""
         if self.config.prediction != "levels":
             return output
-        return self._level_mean(self.schedule.level_log_posterior(output.float(), x_t, t, self.level_values))
-
-    def _level_mean(self, log_posterior: torch.Tensor) -> torch.Tensor:
-        # x̂_0 = E[x_0 | x_t] = Σ_ℓ ℓ p(x_0 = ℓ | x_t)
-        return (log_posterior.exp() * self.level_values.view(1, 1, -1, *([1] * (log_posterior.dim() - 3)))).sum(2)
+        log_posterior = self.schedule.level_log_posterior(output.float(), x_t, t, self.level_values)
+        return self.schedule.level_mean(log_posterior, self.level_values)
 
     def _prediction_net(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """The EMA network's ε̂ (or v̂, x̂_0), without the variance channels of --learn-variance."""
-        return self._readable(self._split(self.ema(x, t, labels))[0], x, t)
+        return self._to_sampled_prediction(self._split(self.ema(x, t, labels))[0], x, t)
 
     @torch.no_grad()
     def generate(self, n: int, *, sampler: str = "ddim", steps: int = 50, eta: float = 0.0,

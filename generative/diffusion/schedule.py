@@ -131,6 +131,12 @@ class NoiseSchedule:
         log_likelihood = -(x_t.unsqueeze(2) - a * levels.view(shape)).square() / (2 * s.square())
         return torch.log_softmax(logits + log_likelihood, dim=2)
 
+    @staticmethod
+    def level_mean(log_posterior: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """x̂_0 (B, C, H, W) from ``level_log_posterior``'s (B, C, L, H, W)."""
+        # x̂_0 = E[x_0 | x_t] = Σ_ℓ ℓ p(x_0 = ℓ | x_t)
+        return (log_posterior.exp() * levels.view(1, 1, -1, *([1] * (log_posterior.dim() - 3)))).sum(2)
+
     def posterior(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # posterior q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I),  μ̃_t = coef_x0 · x_0 + coef_xt · x_t
         mean = _at(self.posterior_coef_x0, t, x_t) * x0 + _at(self.posterior_coef_xt, t, x_t) * x_t
