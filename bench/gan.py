@@ -6,10 +6,13 @@
     lab bench gan --pack 4 --r1-weight 10           the toys with PacGAN packing and the R1 penalty
     lab bench gan --defaults --data ring8 --losses non-saturating --seeds 0 1 2 3 4
                                                     what `lab train gan --data ring8` does, on 5 seeds
+    lab bench gan --defaults --data grid25 --losses non-saturating --drs-quantiles 0 0.95 0.999
+                                                    each run also scored at other rejection-sampling quantiles
 
 For each toy, loss and seed, one headless ``lab train gan`` run (``lab.session.train_in_memory``: the
 same trainer as the CLI, no run folder), then its end-of-run evaluation: 2,500 samples of the EMA
-generator (the config's ``eval_samples``) scored by ``generative.metrics.score_toy``:
+generator (the config's ``eval_samples``), filtered by discriminator rejection sampling when the run
+uses it (the toys' default; the generator's own samples are scored too), scored by ``generative.metrics.score_toy``:
 modes captured (a mode needs 1 in 2,500 of the samples as its high-quality samples, PacGAN's rule) and the share of
 high-quality samples (within 3 std of a centre). The published rows are printed beside ours. The
 seconds reported are the trainer's training time (evaluation excluded; its logging cadence included).
@@ -26,8 +29,10 @@ from typing import Literal
 
 import torch
 
-from generative.gan.algo import Config
+from generative.gan.algo import Algorithm, Config
 from generative.gan.losses import LOSSES
+from generative.metrics import score_toy
+from generative.metrics.toy import mode_counts
 from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions
 from lab.session import train_in_memory
@@ -56,16 +61,43 @@ PUBLISHED = {
 MODES = {"ring8": 8, "grid25": 25}
 
 
-def train(config: Config, seed: int) -> tuple[dict[str, float], float]:
+def train(config: Config, seed: int) -> tuple[dict[str, float], float, Algorithm]:
     """Train one run on the CPU through the headless trainer, evaluated once, at the end (with the run's
-    own evaluation: ``eval_samples`` samples); returns its scalar scores and training seconds."""
+    own evaluation: ``eval_samples`` samples); returns its scalar scores, training seconds and algorithm."""
     trainer = train_in_memory("gan", config, RunOptions(seed=seed, device="cpu", eval_every=config.total_steps))
     results = trainer.history[-1][1]        # the evaluation at the last step
-    return {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}, trainer.train_seconds
+    scores = {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
+    return scores, trainer.train_seconds, trainer.algorithm
+
+
+def quantile_sweep(algorithm: Algorithm, quantiles: tuple[float, ...], draws: int = 4) -> list[dict]:
+    """The trained run's samples under rejection sampling at each quantile (0: the generator alone), on
+    ``draws`` fresh draws of eval_samples points each: modes, high-quality share, the emptiest mode's
+    high-quality samples and the share of proposals kept."""
+    n, data = algorithm.config.eval_samples, algorithm.config.data
+    rows = []
+    for quantile in quantiles:
+        draws_scored = []
+        for draw in range(draws):
+            rng = torch.Generator().manual_seed(1000 + draw)
+            if quantile == 0:
+                samples, kept = algorithm.generate(torch.randn(n, algorithm.config.latent_dim, generator=rng)), 1.0
+            else:
+                samples, kept = algorithm.rejection_sample(n, quantile, rng)
+            score = score_toy(samples, data)
+            draws_scored.append({"modes": score["eval/modes"], "high_quality": score["eval/high_quality"],
+                                 "emptiest_mode": int(mode_counts(samples, algorithm.distribution)[1].min()),
+                                 "kept": kept})
+        rows.append({"quantile": quantile, "draws": draws_scored})
+        print(f"    --drs-quantile {quantile}: modes {[d['modes'] for d in draws_scored]}, high quality "
+              f"{[round(100 * d['high_quality'], 1) for d in draws_scored]} %, emptiest mode "
+              f"{[d['emptiest_mode'] for d in draws_scored]} of {n}, kept "
+              f"{100 * statistics.mean(d['kept'] for d in draws_scored):.1f} %", flush=True)
+    return rows
 
 
 def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_decay: bool, pack: int,
-             r1_weight: float, defaults: bool = False) -> list[dict]:
+             r1_weight: float, defaults: bool = False, drs_quantiles: tuple[float, ...] = ()) -> list[dict]:
     rows = []
     for loss in losses:
         runs = []
@@ -73,11 +105,21 @@ def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_deca
             config = (Config(data=data, loss=loss) if defaults else
                       Config(data=data, loss=loss, total_steps=steps, lr_decay=lr_decay, pack=pack, r1_weight=r1_weight))
             config = config.resolved()
-            score, seconds = train(config, seed)
-            runs.append({"seed": seed, "modes": score["eval/modes"], "high_quality": score["eval/high_quality"],
-                         "seconds": seconds})
+            score, seconds, algorithm = train(config, seed)
+            run = {"seed": seed, "modes": score["eval/modes"], "high_quality": score["eval/high_quality"],
+                   "seconds": seconds}
+            rejection = ""
+            if "eval/drs_acceptance" in score:   # the generator's own samples, before rejection sampling
+                run.update(generator_modes=score["eval/generator_modes"],
+                           generator_high_quality=score["eval/generator_high_quality"],
+                           drs_acceptance=score["eval/drs_acceptance"])
+                rejection = (f" after rejection sampling (kept {100 * run['drs_acceptance']:.0f} %); generator's own: "
+                             f"{run['generator_modes']:.0f} modes, {100 * run['generator_high_quality']:.1f}%")
+            runs.append(run)
             print(f"  {data} {loss:<15} seed {seed}: {score['eval/modes']:.0f}/{MODES[data]} modes, "
-                  f"{100 * score['eval/high_quality']:.1f}% high quality ({seconds:.0f} s)", flush=True)
+                  f"{100 * score['eval/high_quality']:.1f}% high quality{rejection} ({seconds:.0f} s)", flush=True)
+            if drs_quantiles:
+                run["drs_quantiles"] = quantile_sweep(algorithm, drs_quantiles)
         modes = [r["modes"] for r in runs]
         quality = [100 * r["high_quality"] for r in runs]
         rows.append({"data": data, "loss": loss, "steps": config.total_steps, "pack": config.pack,
@@ -87,6 +129,12 @@ def toy_rows(data: str, losses: list[str], seeds: list[int], steps: int, lr_deca
                      "modes_min": min(modes), "hq_mean": statistics.mean(quality), "hq_std": statistics.pstdev(quality),
                      "hq_min": min(quality),
                      "target_met": all(m == MODES[data] for m in modes) and min(quality) >= 90.0})
+        if "drs_acceptance" in runs[0]:   # the generator's own samples, before rejection sampling
+            own_modes = [r["generator_modes"] for r in runs]
+            own_quality = [100 * r["generator_high_quality"] for r in runs]
+            rows[-1].update(generator_modes_mean=statistics.mean(own_modes), generator_modes_min=min(own_modes),
+                            generator_hq_mean=statistics.mean(own_quality), generator_hq_min=min(own_quality),
+                            drs_acceptance_mean=statistics.mean(r["drs_acceptance"] for r in runs))
     return rows
 
 
@@ -94,9 +142,14 @@ def print_toy_table(data: str, rows: list[dict], seeds: list[int]) -> None:
     print(f"\n{data}: modes captured (of {MODES[data]}) and % high-quality samples, {len(seeds)} seeds, 2,500 samples")
     print(f"  {'method':<34} {'modes':>16} {'min':>5} {'% high quality':>18} {'min':>6}  all modes, >=90% on every seed")
     for r in rows:
-        print(f"  {'ours: ' + r['loss'] + ' (' + str(r['steps']) + ' steps)':<34} "
+        rejection = " + DRS" if "drs_acceptance_mean" in r else ""
+        print(f"  {'ours: ' + r['loss'] + ' (' + str(r['steps']) + ' steps)' + rejection:<34} "
               f"{r['modes_mean']:>9.1f} ± {r['modes_std']:<4.1f} {r['modes_min']:>5.0f} "
               f"{r['hq_mean']:>11.1f} ± {r['hq_std']:<4.1f} {r['hq_min']:>6.1f}  {'yes' if r['target_met'] else 'no'}")
+        if rejection:
+            print(f"  {'  its generator alone':<34} {r['generator_modes_mean']:>9.1f} {'':6} {r['generator_modes_min']:>5.0f} "
+                  f"{r['generator_hq_mean']:>11.1f} {'':6} {r['generator_hq_min']:>6.1f}  "
+                  f"(DRS kept {100 * r['drs_acceptance_mean']:.1f} % of the proposals)")
     for name, modes, quality in PUBLISHED[data]:
         print(f"  {name:<34} {modes:>16} {'':>5} {quality:>18}")
 
@@ -107,7 +160,7 @@ def digits_rows(steps: int, seeds: list[int], lr_decay: bool) -> list[dict]:
         for seed in seeds:
             config = Config(data="digits", conditional=conditional, total_steps=steps, batch_size=64,
                             lr_decay=lr_decay)
-            score, seconds = train(config, seed)
+            score, seconds, _ = train(config, seed)
             row = {"conditional": conditional, "seed": seed, "steps": steps, "seconds": seconds,
                    **{k.removeprefix("eval/"): v for k, v in score.items()}}
             rows.append(row)
@@ -138,6 +191,9 @@ class Options:
     """PacGAN packing of the toy runs (1: off)."""
     r1_weight: float = 0.0
     """gamma of the R1 penalty of the toy runs (0: off)."""
+    drs_quantiles: tuple[float, ...] = ()
+    """Also score each trained toy run with discriminator rejection sampling at these quantiles (0: the
+    generator alone), on 4 fresh draws each."""
     digits: bool = False
     """Also train DCGANs on digits (FID, label accuracy)."""
     digits_steps: int = 2000
@@ -155,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                      "toys": {}, "digits": []}
     for data in args.data:
         results["toys"][data] = toy_rows(data, list(args.losses), list(args.seeds), args.steps, args.lr_decay,
-                                         args.pack, args.r1_weight, args.defaults)
+                                         args.pack, args.r1_weight, args.defaults, args.drs_quantiles)
     results["loadavg_end"] = os.getloadavg()
     if args.digits:
         results["digits"] = digits_rows(args.digits_steps, list(args.digits_seeds), args.lr_decay)
