@@ -172,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "loadavg_start": _loadavg(),
               "steps": args.steps, "k": args.k, "seed": args.seed, "digits": {}}
     panels = {}
+    ddpm = {"prediction": args.ddpm_prediction, "schedule": args.ddpm_schedule, "width": args.ddpm_width}
     for variant in VARIANTS:
         rows = {}
-        ddpm = {"prediction": args.ddpm_prediction, "schedule": args.ddpm_schedule, "width": args.ddpm_width}
         for algo, config in configs(variant, args.steps, ddpm=ddpm).items():
             if algo not in args.models:
                 continue

@@ -34,8 +34,8 @@ def rejection_sample(propose: Callable[[int], torch.Tensor], score: Callable[[to
     """n samples of ``propose(m)`` (m generated samples) kept by DRS with the logits ``score(x)``, and
     the share of proposals kept. Every batch keeps at least the proposals at or above the quantile with
     probability >= 1/2, so the loop ends."""
-    kept, proposed, max_logit = [], 0, -float("inf")
-    while sum(len(x) for x in kept) < n:
+    kept, accepted, proposed, max_logit = [], 0, 0, -float("inf")
+    while accepted < n:
         x = propose(PROPOSALS)
         logits = score(x).flatten()
         max_logit = max(max_logit, logits.max().item())   # D~_M: the running maximum over every proposal
@@ -44,6 +44,5 @@ def rejection_sample(propose: Callable[[int], torch.Tensor], score: Callable[[to
         probability = torch.sigmoid(f - torch.quantile(f, quantile)).to(x.device)
         accept = torch.rand(len(x), generator=rng, device=x.device) < probability
         kept.append(x[accept])
-        proposed += len(x)
-    accepted = sum(len(x) for x in kept)
+        accepted, proposed = accepted + len(kept[-1]), proposed + len(x)
     return torch.cat(kept)[:n], accepted / proposed
