@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import random
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -89,11 +90,11 @@ class Runtime:
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.device = _resolve_device(options.device, self.local_rank)
+        self._wrappers: list[weakref.ref] = []
         if self.world_size > 1 and not dist.is_initialized():
-            backend = "nccl" if self.device.type == "cuda" else "gloo"
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
-            dist.init_process_group(backend=backend)
+            _init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
         if self.amp_dtype is not None and self.device.type == "cpu" and options.precision == "fp16":
             raise LabError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32.")
@@ -182,7 +183,8 @@ class Runtime:
         if self.distributed and any(p.requires_grad for p in module.parameters()):
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             raw = module
-            module = torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+            module = _DistributedDataParallel(module, device_ids=device_ids)
+            self._wrappers.append(weakref.ref(module))
             if not self.options.compile:   # hooks with Python side effects would break compiled graphs
                 self._guard_raw_forward(raw, module)
         if self.options.compile:
@@ -240,6 +242,17 @@ class Runtime:
             dist.barrier()
 
     def close(self) -> None:
+        """End the job's process group, joining its communication threads while the interpreter is alive.
+
+        The wrappers ``wrap`` returned are released first (they forward straight to their modules from then
+        on): each held the group, which would otherwise outlive ``destroy_process_group`` and keep gloo's
+        threads running into interpreter shutdown, where one that wakes to free a tensor aborts the process
+        ("terminate called without an active exception")."""
+        for ref in self._wrappers:
+            wrapper = ref()
+            if wrapper is not None:
+                wrapper.release()
+        self._wrappers.clear()
         if self.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -269,6 +282,31 @@ class Runtime:
             raise LabError(f"the checkpoint was written by a job of {len(per_rank)} processes and this one has "
                            f"{self.world_size}; resume with the same --nproc-per-node.")
         set_rng_state(per_rank[self.rank])
+
+
+def _init_process_group(backend: str) -> None:
+    """``dist.init_process_group``, after importing ``torch.distributed.nn.functional``: that module binds
+    ``group.WORLD`` as a default argument when it is first imported (DistributedDataParallel imports it
+    through torch._dynamo), so imported after the group exists it would hold the group for ever."""
+    import torch.distributed.nn.functional  # noqa: F401
+    dist.init_process_group(backend=backend)
+
+
+class _DistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
+    """DistributedDataParallel that ``Runtime.close`` can release: it then drops the process group (and the
+    reducer and logger that hold it) and forwards straight to its module, without all-reduce."""
+
+    released = False
+
+    def forward(self, *inputs, **kwargs):
+        if self.released:
+            return self.module(*inputs, **kwargs)
+        return super().forward(*inputs, **kwargs)
+
+    def release(self) -> None:
+        self.released = True
+        for name in ("reducer", "logger", "process_group"):
+            self.__dict__.pop(name, None)
 
 
 def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:

@@ -198,6 +198,7 @@ class _LocalRuntime(Runtime):
         self.device, self.amp_dtype = torch.device("cpu"), None
         self.scaler = torch.amp.GradScaler("cpu", enabled=False)
         self.seed = self.rank_seed = seed
+        self._wrappers = []
 
 
 def train_default(data: str) -> dict:
