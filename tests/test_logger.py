@@ -3,9 +3,11 @@ import fcntl
 import os
 import pty
 import re
+import select
 import struct
 import sys
 import termios
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +70,16 @@ def test_progress_lines_without_a_terminal_have_rate_eta_and_values_and_end_once
     assert sum("4/4" in line for line in lines) == 1 and lines[-1].endswith("return 4")
 
 
+def read_terminal(master: int, until: bytes, timeout_s: float = 30.0) -> bytes:
+    """What the program wrote to a pseudo-terminal, read until it ends with ``until``: the kernel hands a
+    terminal's output over in pieces (a busy machine delays them), so one read may return only a part."""
+    seen, deadline = b"", time.monotonic() + timeout_s
+    while not seen.endswith(until) and time.monotonic() < deadline:
+        if select.select([master], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            seen += os.read(master, 1 << 16)
+    return seen
+
+
 def test_the_bar_keeps_its_width_on_a_120_column_terminal_with_many_values(monkeypatch):
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
@@ -78,7 +90,7 @@ def test_the_bar_keeps_its_width_on_a_120_column_terminal_with_many_values(monke
     progress.show({f"eval/metric_{i}": "123.456" for i in range(8)})
     progress.close()
     terminal.flush()
-    screen = os.read(master, 1 << 16).decode().split("\r")[-2]
+    screen = read_terminal(master, until=b"\r\n").decode().split("\r")[-2]   # the bar, then close()'s newline
     os.close(master)
     terminal.close()
     line = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", screen).rstrip()
