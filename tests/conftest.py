@@ -1,13 +1,29 @@
 import contextlib
 import io
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def pytest_configure(config):
+    """One fresh cache (the digits classifier that scores samples) for the whole run, shared by the xdist
+    workers, which inherit the variable, and removed at the end: the suite never writes into ~/.cache/lab."""
+    if not hasattr(config, "workerinput"):
+        config._lab_cache = tempfile.mkdtemp(prefix="lab-test-cache-")
+        os.environ["LAB_CACHE"] = config._lab_cache
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_lab_cache", None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def run_lab(*args, cwd=None) -> subprocess.CompletedProcess:
