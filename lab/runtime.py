@@ -94,7 +94,7 @@ class Runtime:
         if self.world_size > 1 and not dist.is_initialized():
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
-            _init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[options.precision]
         if self.amp_dtype is not None and self.device.type == "cpu" and options.precision == "fp16":
             raise LabError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32.")
@@ -284,12 +284,12 @@ class Runtime:
         set_rng_state(per_rank[self.rank])
 
 
-def _init_process_group(backend: str) -> None:
+def init_process_group(backend: str, **kwargs) -> None:
     """``dist.init_process_group``, after importing ``torch.distributed.nn.functional``: that module binds
     ``group.WORLD`` as a default argument when it is first imported (DistributedDataParallel imports it
     through torch._dynamo), so imported after the group exists it would hold the group for ever."""
     import torch.distributed.nn.functional  # noqa: F401
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(backend=backend, **kwargs)
 
 
 class _DistributedDataParallel(torch.nn.parallel.DistributedDataParallel):

@@ -1,13 +1,16 @@
 """The runtime's named seed streams and its one-handle-per-network guard."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 
 from lab import registry
-from lab.runtime import RunOptions, Runtime, derive_seed, unwrap
+from lab.runtime import RunOptions, Runtime, derive_seed, init_process_group, unwrap
 from lab.session import _close, resolve
 from tiny_configs import TINY
 
@@ -71,11 +74,17 @@ def test_unwrap_sees_through_ddp_and_compile(gloo):
 def gloo(tmp_path):
     """A one-process gloo group, so that DistributedDataParallel can wrap a network on the CPU."""
     store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    init_process_group("gloo", store=store, rank=0, world_size=1)
     try:
         yield
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():          # Runtime.close() may have ended it
+            dist.destroy_process_group()
+
+
+def gloo_threads() -> list[str]:
+    names = (Path(f"/proc/self/task/{task}/comm").read_text().strip() for task in os.listdir("/proc/self/task"))
+    return [name for name in names if "gloo" in name]
 
 
 class Net(torch.nn.Module):
@@ -109,6 +118,22 @@ def test_training_through_the_raw_module_under_ddp_trips_the_guard(gloo, monkeyp
     with pytest.raises(AssertionError, match="Linear"):
         rt.optimize(net.head(net.trunk(x)).pow(2).mean(), optimizer)   # its submodules: the same
     rt.optimize(wrapped(x).pow(2).mean(), optimizer)               # the guard resets after tripping
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="lists threads through /proc (Linux)")
+def test_close_releases_the_wrappers_and_joins_the_process_groups_threads(gloo, monkeypatch):
+    """A wrapper held the process group past destroy_process_group, so gloo's threads ran on into interpreter
+    shutdown (where they aborted a process now and then); close() releases it and the threads are joined."""
+    monkeypatch.setattr(Runtime, "distributed", property(lambda self: True))
+    rt = Runtime(RunOptions(device="cpu"))
+    net = Net()
+    wrapped = rt.wrap(net)
+    rt.optimize(wrapped(torch.randn(5, 3)).pow(2).mean(), torch.optim.SGD(net.parameters(), lr=0.1))
+    assert gloo_threads()
+    rt.close()
+    assert not dist.is_initialized() and not gloo_threads()
+    x = torch.randn(5, 3)
+    assert torch.equal(wrapped(x), net(x)) and "process_group" not in vars(wrapped)   # forwards to its module
 
 
 @pytest.mark.parametrize("algo", sorted(TINY))
