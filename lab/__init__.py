@@ -1,12 +1,13 @@
 """The lab: one trainer for reinforcement learning and generative models.
 
 From Python: ``lab.train(algo, **fields)``, ``lab.load(run_dir)`` (an ``Agent`` with ``predict`` /
-``evaluate``, or a ``Pipeline`` that draws samples) and ``lab.resume(run_dir)``; see ``lab.api``.
+``evaluate``, or a ``Pipeline`` that draws samples), ``lab.resume(run_dir)`` and ``lab.sweep(algo, seeds=...,
+grid=...)``; see ``lab.api``.
 """
 from lab.errors import LabError
 from lab.media import Arrays, Image, Video
 
-_API = ("train", "load", "resume", "Agent", "Pipeline", "Run")
+_API = ("train", "load", "resume", "sweep", "Agent", "Pipeline", "Run")
 
 __all__ = ["LabError", "Arrays", "Image", "Video", *_API]
 

@@ -27,6 +27,7 @@ from lab.presets import base_config
 from lab.media import Arrays, Image, image_grid
 from lab.rundir import RunDir
 from lab.runtime import RunOptions
+from lab.sweeps import sweep  # noqa: F401  (lab.sweep: `lab sweep` from Python)
 
 _RUN_FIELDS = {f.name for f in dataclasses.fields(RunOptions)}
 

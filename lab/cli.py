@@ -8,6 +8,8 @@ so the help text, the saved config and the code can never disagree.
     lab solve [options]                    solve a tabular MDP exactly
     lab export RUN_DIR [--format F]        the trained networks as safetensors (or a diffusers folder)
     lab plot RUN_DIR [RUN_DIR ...]         learning curves (mean ± std over seeds) as PNG
+    lab sweep ALGO [flags] --seeds 0-4 --grid FIELD=V1,V2   many runs (grid x seeds) in parallel, resumable
+    lab report DIR                          a sweep's (or a folder of runs') results: IQM, intervals, P(improvement)
     lab list [algorithms|envs|datasets|runs]  what is available here; the runs and their state
     lab bench NAME [args]                  run a benchmark from bench/
 """
@@ -40,7 +42,7 @@ LISTINGS = {
     "datasets": "generative.data:describe",
     "runs": "lab.rundir:describe_runs",
 }
-DELEGATED = {"solve": "rl.mdp.cli:main"}
+DELEGATED = {"solve": "rl.mdp.cli:main", "sweep": "lab.sweeps:main", "report": "lab.report:main"}
 
 
 @dataclass(frozen=True)
@@ -131,19 +133,24 @@ def cmd_train(argv: list[str]) -> int:
         _print_rows(registry.describe())
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     name, rest = argv[0], argv[1:]
-    spec, module = registry.get(name)
-    from lab.presets import base_config
-    preset, config_file = _early_flag(rest, "--preset"), _early_flag(rest, "--config")
-    config, options = base_config(name, module, preset, None if config_file is None else Path(config_file))
-    default = TrainCommand(algo=config, run=options, preset=preset,
-                           config=None if config_file is None else Path(config_file))
-    parsed = parse_flags(TrainCommand[module.Config], rest, f"lab train {name}", default=default,
-                      description=(module.Config.__doc__ or spec.summary), config=_TYRO)
+    parsed = parse_train(name, rest)
     from lab.session import train
     status, path = train(name, parsed.algo, parsed.run)
     if path is not None:
         print(f"run folder: {path}")
     return status
+
+
+def parse_train(name: str, flags: list[str]) -> TrainCommand:
+    """The config and run options that `lab train NAME FLAGS` would train with (nothing is created)."""
+    spec, module = registry.get(name)
+    from lab.presets import base_config
+    preset, config_file = _early_flag(flags, "--preset"), _early_flag(flags, "--config")
+    config, options = base_config(name, module, preset, None if config_file is None else Path(config_file))
+    default = TrainCommand(algo=config, run=options, preset=preset,
+                           config=None if config_file is None else Path(config_file))
+    return parse_flags(TrainCommand[module.Config], flags, f"lab train {name}", default=default,
+                       description=(module.Config.__doc__ or spec.summary), config=_TYRO)
 
 
 def _early_flag(argv: list[str], flag: str) -> str | None:
