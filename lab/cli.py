@@ -85,7 +85,7 @@ class PlotCommand:
     """Draw learning curves of one or more runs (aggregated over runs of the same config) as a PNG; `lab eval`
     results as points."""
     run_dirs: tyro.conf.Positional[tuple[Path, ...]]
-    """Run folders to plot."""
+    """Run folders to plot (a sweep folder, or a folder of runs, stands for its runs)."""
     metric: tuple[str, ...] = ()
     """Metric keys to draw (default: the usual return / loss / FID keys the runs have)."""
     out: Path | None = None

@@ -152,7 +152,7 @@ def plot_runs(paths: list[Path], metrics: list[str] | None = None, out: Path | N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = [_open(p) for p in paths]
+    runs = [_open(run) for path in paths for run in run_folders(path)]
     metrics = _choose_metrics(runs, metrics)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.0), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -168,6 +168,27 @@ def plot_runs(paths: list[Path], metrics: list[str] | None = None, out: Path | N
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def run_folders(path: Path) -> list[Path]:
+    """The run folders a path names: itself, a sweep folder's runs (its manifest's, in order) or the run
+    folders directly inside a folder."""
+    import json
+    path = Path(path)
+    if (path / "config.json").is_file() or not path.is_dir():
+        return [path]                                  # RunDir.open says what is wrong with anything else
+    manifest = path / "sweep.json"
+    if manifest.is_file():
+        try:
+            names = list(json.loads(manifest.read_text())["runs"])
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            raise LabError(f"{manifest} is unreadable or corrupt.") from None
+        found = [path / name for name in names if (path / name / "config.json").is_file()]
+    else:
+        found = sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+    if not found:
+        raise LabError(f"{path} holds no run folders yet.")
+    return found
 
 
 def _open(path: Path) -> Run:

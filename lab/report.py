@@ -22,7 +22,7 @@ import numpy as np
 import tyro
 
 from lab.errors import LabError
-from lab.plot import Run, _open, config_key, interquartile_mean, training_series
+from lab.plot import Run, _open, config_key, interquartile_mean, run_folders, training_series
 
 BOOTSTRAP_SAMPLES = 2000
 LOWER_IS_BETTER = ("fid", "kid", "mse", "loss", "nll", "elbo", "bits", "error")
@@ -41,23 +41,7 @@ class Configuration:
 
 def collect(folder: Path) -> list[Run]:
     """The runs of a sweep folder (its manifest's), of a folder of run folders, or one run folder."""
-    folder = Path(folder)
-    if (folder / "config.json").is_file():
-        return [_open(folder)]
-    if not folder.is_dir():
-        raise LabError(f"no sweep or run folder at {folder}.")
-    manifest = folder / "sweep.json"
-    if manifest.is_file():
-        try:
-            names = list(json.loads(manifest.read_text())["runs"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            raise LabError(f"{manifest} is unreadable or corrupt.") from None
-        paths = [folder / name for name in names if (folder / name / "config.json").is_file()]
-    else:
-        paths = sorted(p for p in folder.iterdir() if (p / "config.json").is_file())
-    if not paths:
-        raise LabError(f"{folder} holds no run folders yet.")
-    return [_open(p) for p in paths]
+    return [_open(path) for path in run_folders(folder)]
 
 
 def choose_metric(runs: list[Run], metric: str | None) -> str:

@@ -64,6 +64,8 @@ def test_a_grid_of_seeds_runs_reports_and_is_not_run_twice(tmp_path, lab):
                    if "eval/mse" in r][-1]["eval/mse"] for s in (0, 1)]
         assert row["final_mean"] == pytest.approx(np.mean(finals))
     assert (sweep / "report" / "profile.png").stat().st_size > 10_000
+    drawn = lab("plot", sweep, "--aggregate", "iqm-ci")          # a sweep folder stands for its runs
+    assert drawn.returncode == 0 and "2 seeds: 0, 1" not in drawn.stderr, drawn.stderr
 
 
 def test_a_killed_sweep_continues_to_the_exact_same_weights_and_a_killed_run_is_reported(tmp_path):
