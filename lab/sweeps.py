@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.errors import LabError
-from lab.launchers import LocalLauncher
+from lab.launchers import LocalLauncher, RayLauncher
 from lab.progress import Progress
 from lab.rundir import RunDir
 
 MANIFEST = "sweep.json"
-SWEEP_FLAGS = {"--seeds", "--grid", "--workers", "--sweep-dir", "--launcher", "--retry-failed"}
+SWEEP_FLAGS = {"--seeds", "--grid", "--workers", "--sweep-dir", "--launcher", "--ray-address", "--retry-failed"}
 ASSIGNED = {"seed", "run_dir", "runs_dir"}        # fields the sweep sets for each run itself
 
 
@@ -46,6 +46,7 @@ class Sweep:
     workers: int = 1
     launcher: str = "local"
     retry_failed: bool = False
+    ray_address: str | None = None
 
     def identity(self) -> dict:
         """What makes two sweeps the same sweep (the manifest must match it to be continued)."""
@@ -141,11 +142,12 @@ def _build(algo: str, flags: list[str], grid: list[tuple[str, list[str]]], value
     sweep_dir = values.get("--sweep-dir")
     return new_sweep(algo, flags, grid, parse_seeds(values["--seeds"]), workers,
                      None if sweep_dir is None else Path(sweep_dir), values.get("--launcher", "local"),
-                     bool(values.get("--retry-failed")))
+                     bool(values.get("--retry-failed")), values.get("--ray-address"))
 
 
 def new_sweep(algo: str, flags: list[str], grid: list[tuple[str, list[str]]], seeds: list[int], workers: int = 1,
-              sweep_dir: Path | None = None, launcher: str = "local", retry_failed: bool = False) -> Sweep:
+              sweep_dir: Path | None = None, launcher: str = "local", retry_failed: bool = False,
+              ray_address: str | None = None) -> Sweep:
     """A checked ``Sweep``; without ``sweep_dir``, runs/sweeps/ALGO-<hash of the sweep> (the same command
     finds the same folder again)."""
     for flag in flags:
@@ -156,11 +158,13 @@ def new_sweep(algo: str, flags: list[str], grid: list[tuple[str, list[str]]], se
         raise LabError(f"--grid names {sorted(n for n in names if names.count(n) > 1)[0]!r} twice.")
     if workers < 1:
         raise LabError(f"--workers must be at least 1, got {workers}.")
-    if launcher not in ("local",):
-        raise LabError(f"--launcher {launcher!r} is not available; this version runs sweeps with --launcher local.")
+    if launcher not in ("local", "ray"):
+        raise LabError(f"--launcher takes local or ray; got {launcher!r}.")
+    if ray_address is not None and launcher != "ray":
+        raise LabError("--ray-address goes with --launcher ray.")
     if not seeds or any(not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
         raise LabError(f"seeds must be distinct whole numbers >= 0; got {seeds!r}.")
-    sweep = Sweep(algo, list(flags), list(grid), list(seeds), Path("."), workers, launcher, retry_failed)
+    sweep = Sweep(algo, list(flags), list(grid), list(seeds), Path("."), workers, launcher, retry_failed, ray_address)
     if sweep_dir is None:
         digest = hashlib.blake2b(json.dumps(sweep.identity()).encode(), digest_size=4).hexdigest()
         sweep_dir = Path(os.environ.get("LAB_RUNS_DIR", "runs")) / "sweeps" / f"{algo}-{digest}"
@@ -173,7 +177,9 @@ def command_line(sweep: Sweep) -> str:
     parts = ["lab", "sweep", sweep.algo, *sweep.flags, "--seeds", ",".join(map(str, sweep.seeds))]
     for name, values in sweep.grid:
         parts += ["--grid", f"{name}={','.join(values)}"]
-    parts += ["--workers", str(sweep.workers), "--sweep-dir", str(sweep.sweep_dir)]
+    parts += ["--workers", str(sweep.workers), "--sweep-dir", str(sweep.sweep_dir), "--launcher", sweep.launcher]
+    if sweep.ray_address:
+        parts += ["--ray-address", sweep.ray_address]
     return " ".join(f"'{p}'" if " " in p else p for p in parts)
 
 
@@ -259,16 +265,20 @@ def run_sweep(sweep: Sweep, echo=print) -> tuple[list[Outcome], str | None]:
     that stopped the sweep (None if none did)."""
     runs = plan(sweep)
     manifest = open_manifest(sweep)
+    log_dir = sweep.sweep_dir / "logs"
+    launcher = (LocalLauncher(sweep.workers, log_dir) if sweep.launcher == "local"    # Ray may refuse here,
+                else RayLauncher(sweep.workers, log_dir, sweep.ray_address))          # before anything is made
     sweep.sweep_dir.mkdir(parents=True, exist_ok=True)
     folder = RunDir(sweep.sweep_dir)
     folder.lock()                                   # one `lab sweep` per sweep folder at a time
     try:
-        return _run(sweep, runs, manifest, folder, echo)
+        return _run(sweep, runs, manifest, folder, launcher, echo)
     finally:
         folder.unlock()
 
 
-def _run(sweep: Sweep, runs: list[PlannedRun], manifest: dict, folder: RunDir, echo) -> tuple[list[Outcome], str | None]:
+def _run(sweep: Sweep, runs: list[PlannedRun], manifest: dict, folder: RunDir, launcher,
+         echo) -> tuple[list[Outcome], str | None]:
     by_name = {run.name: run for run in runs}
     outcomes: dict[str, Outcome] = {}
     jobs = []
@@ -285,7 +295,7 @@ def _run(sweep: Sweep, runs: list[PlannedRun], manifest: dict, folder: RunDir, e
          + (f" ({', '.join(f'{sum(o.state == s for o in outcomes.values())} {s}' for s in sorted(skipped))})"
             if outcomes else "") + f", {sweep.workers} at a time")
     folder.write_json(MANIFEST, manifest)
-    log_dir = sweep.sweep_dir / "logs"
+    log_dir = launcher.log_dir
     log_dir.mkdir(exist_ok=True)
     progress = Progress(total=len(runs), what="sweep", unit="run", initial=len(outcomes))
 
@@ -301,7 +311,6 @@ def _run(sweep: Sweep, runs: list[PlannedRun], manifest: dict, folder: RunDir, e
         detail = message or (f"exit {exit_code}, see {log_dir / (name + '.log')}" if exit_code else "")
         progress.write(f"{name}: {state} in {seconds:.0f} s" + (f" ({detail})" if detail else ""))
 
-    launcher = LocalLauncher(sweep.workers, log_dir)
     try:
         launcher.run(jobs, done)
     finally:
@@ -319,13 +328,15 @@ def exit_status(outcomes: list[Outcome], stopped_by: str | None) -> int:
 
 
 def sweep(algo: str, *, seeds, grid: dict | None = None, workers: int = 1, sweep_dir: str | Path | None = None,
-          retry_failed: bool = False, **fields) -> list[Outcome]:
+          retry_failed: bool = False, launcher: str = "local", ray_address: str | None = None,
+          **fields) -> list[Outcome]:
     """`lab sweep` from Python: ``grid`` maps fields to lists of values, ``fields`` are shared config fields
     and run options (as for ``lab.train``). Returns one ``Outcome`` per run (``.name``, ``.state``)."""
     flags = [token for name, value in fields.items() for token in _flag(name, value)]
     grid_entries = [(name.replace("-", "_"), [_flag_value(v) for v in values]) for name, values in (grid or {}).items()]
     outcomes, _ = run_sweep(new_sweep(algo, flags, grid_entries, list(seeds), workers,
-                                      None if sweep_dir is None else Path(sweep_dir), retry_failed=retry_failed))
+                                      None if sweep_dir is None else Path(sweep_dir), launcher, retry_failed,
+                                      ray_address))
     return outcomes
 
 

@@ -122,6 +122,29 @@ def test_bad_sweeps_are_refused_in_one_sentence_before_anything_is_made(args, wo
     assert not sweep.exists()
 
 
+def test_the_ray_launcher_runs_the_same_sweep_on_a_local_ray_instance(tmp_path):
+    pytest.importorskip("ray")
+    sweep = tmp_path / "sweep"
+    process = sweep_process(*TOY, "--total-steps", 40, "--seeds", "0-1", "--workers", 2, "--launcher", "ray",
+                            "--sweep-dir", sweep)
+    out, err = process.communicate(timeout=600)
+    assert process.returncode == 0, err[-3000:]
+    assert all(json.loads((sweep / f"s{s}" / "status.json").read_text())["state"] == "finished" for s in (0, 1))
+
+
+def test_an_unreachable_or_malformed_ray_address_is_one_sentence(tmp_path, lab):
+    try:
+        import ray  # noqa: F401
+        expected = [("127.0.0.1:1", "cannot reach"), ("not an address", "HOST:PORT")]
+    except ModuleNotFoundError:
+        expected = [("127.0.0.1:1", "pip install")]
+    for address, words in expected:
+        result = lab("sweep", *TOY, "--seeds", "0", "--launcher", "ray", "--ray-address", address,
+                     "--sweep-dir", tmp_path / "sweep")
+        assert_one_line_error(result, words)
+        assert not (tmp_path / "sweep").exists()
+
+
 def test_a_sweep_folder_holding_another_sweep_is_refused_naming_the_difference(tmp_path, lab):
     sweep = tmp_path / "sweep"
     sweep.mkdir()
