@@ -114,11 +114,17 @@ def _name(saved: dict) -> str:
     return saved.get("algo", "?") + (f" {data}" if data else "")
 
 
-def curves(runs: list[Run], metric: str, how: Aggregate = "mean-std") -> list[Curve]:
-    """One curve per config group that has ``metric``."""
+def group_by_config(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs that share the algorithm and config (all but the seed), in order of first appearance."""
     groups: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         groups[config_key(run.saved)].append(run)
+    return groups
+
+
+def curves(runs: list[Run], metric: str, how: Aggregate = "mean-std") -> list[Curve]:
+    """One curve per config group that has ``metric``."""
+    groups = group_by_config(runs)
     names = labels(groups)
     result = []
     for key, group in groups.items():

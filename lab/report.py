@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import tyro
 
 from lab.errors import LabError
-from lab.plot import Run, _open, config_key, interquartile_mean, run_folders, training_series
+from lab.plot import Run, _open, group_by_config, interquartile_mean, run_folders, training_series
 
 BOOTSTRAP_SAMPLES = 2000
 LOWER_IS_BETTER = ("fid", "kid", "mse", "loss", "nll", "elbo", "bits", "error")
@@ -59,9 +58,7 @@ def choose_metric(runs: list[Run], metric: str | None) -> str:
 
 
 def configurations(runs: list[Run], metric: str, higher_is_better: bool) -> list[Configuration]:
-    groups: dict[str, list[Run]] = defaultdict(list)
-    for run in runs:
-        groups[config_key(run.saved)].append(run)
+    groups = group_by_config(runs)
     labels = _labels(groups)
     result = []
     for key, group in groups.items():
