@@ -10,6 +10,7 @@ so the help text, the saved config and the code can never disagree.
     lab plot RUN_DIR [RUN_DIR ...]         learning curves (mean ± std over seeds) as PNG
     lab sweep ALGO [flags] --seeds 0-4 --grid FIELD=V1,V2   many runs (grid x seeds) in parallel, resumable
     lab report DIR                          a sweep's (or a folder of runs') results: IQM, intervals, P(improvement)
+    lab tune ALGO [flags] --trials N --trial-steps N --study NAME   Optuna search; lab tune show NAME
     lab list [algorithms|envs|datasets|runs]  what is available here; the runs and their state
     lab bench NAME [args]                  run a benchmark from bench/
 """
@@ -42,7 +43,8 @@ LISTINGS = {
     "datasets": "generative.data:describe",
     "runs": "lab.rundir:describe_runs",
 }
-DELEGATED = {"solve": "rl.mdp.cli:main", "sweep": "lab.sweeps:main", "report": "lab.report:main"}
+DELEGATED = {"solve": "rl.mdp.cli:main", "sweep": "lab.sweeps:main", "report": "lab.report:main",
+             "tune": "lab.tune:main"}
 
 
 @dataclass(frozen=True)
