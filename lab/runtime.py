@@ -21,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 from lab.config import non_negative, require
+from lab.ddp import ReleasableDDP, init_process_group
 from lab.errors import LabError
 
 
@@ -183,7 +184,7 @@ class Runtime:
         if self.distributed and any(p.requires_grad for p in module.parameters()):
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             raw = module
-            module = _DistributedDataParallel(module, device_ids=device_ids)
+            module = ReleasableDDP(module, device_ids=device_ids)
             self._wrappers.append(weakref.ref(module))
             if not self.options.compile:   # hooks with Python side effects would break compiled graphs
                 self._guard_raw_forward(raw, module)
@@ -282,31 +283,6 @@ class Runtime:
             raise LabError(f"the checkpoint was written by a job of {len(per_rank)} processes and this one has "
                            f"{self.world_size}; resume with the same --nproc-per-node.")
         set_rng_state(per_rank[self.rank])
-
-
-def init_process_group(backend: str, **kwargs) -> None:
-    """``dist.init_process_group``, after importing ``torch.distributed.nn.functional``: that module binds
-    ``group.WORLD`` as a default argument when it is first imported (DistributedDataParallel imports it
-    through torch._dynamo), so imported after the group exists it would hold the group for ever."""
-    import torch.distributed.nn.functional  # noqa: F401
-    dist.init_process_group(backend=backend, **kwargs)
-
-
-class _DistributedDataParallel(torch.nn.parallel.DistributedDataParallel):
-    """DistributedDataParallel that ``Runtime.close`` can release: it then drops the process group (and the
-    reducer and logger that hold it) and forwards straight to its module, without all-reduce."""
-
-    released = False
-
-    def forward(self, *inputs, **kwargs):
-        if self.released:
-            return self.module(*inputs, **kwargs)
-        return super().forward(*inputs, **kwargs)
-
-    def release(self) -> None:
-        self.released = True
-        for name in ("reducer", "logger", "process_group"):
-            self.__dict__.pop(name, None)
 
 
 def clip_grad_norm(grads: list[torch.Tensor], max_norm: float) -> torch.Tensor:

@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 
 from lab import registry
-from lab.runtime import RunOptions, Runtime, derive_seed, init_process_group, unwrap
+from lab.ddp import init_process_group
+from lab.runtime import RunOptions, Runtime, derive_seed, unwrap
 from lab.session import _close, resolve
 from tiny_configs import TINY
 
