@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
+from lab import safefs
 from lab.errors import LabError
 
 FORMAT = "lab-checkpoint-v2"
@@ -66,19 +68,9 @@ def checksum(state: Any) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def save(state: dict[str, Any], path: Path, keep_copy_as: Path | None = None) -> None:
-    """Write ``state`` to ``path`` atomically; optionally hard-link the same bytes to ``keep_copy_as``.
+def save(state: dict[str, Any], path: Path, keep_copy_as: Path | None = None, root: Path | None = None) -> None:
+    """Write ``state`` to ``path`` atomically, never through a link below ``root`` (the run folder; default
+    the checkpoint's folder); optionally hard-link the same bytes to ``keep_copy_as`` (in the same folder).
 
     Refuses (``NonFiniteState``) a state whose ``algorithm`` part holds NaN or infinite values.
     """
@@ -88,35 +80,49 @@ def save(state: dict[str, Any], path: Path, keep_copy_as: Path | None = None) ->
         raise NonFiniteState(f"algorithm.{bad} holds NaN or infinite values at step {state.get('step')}")
     payload = {**state, "format": FORMAT}
     payload["checksum"] = checksum(payload)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if keep_copy_as is not None:
-            keep_copy_as = Path(keep_copy_as)
-            keep_copy_as.unlink(missing_ok=True)
-            os.link(path, keep_copy_as)
-    except (OSError, RuntimeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed (disk full?)"
-        raise LabError(f"cannot write the checkpoint {path}: {reason}; the previous one is intact.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+        safefs.write_atomically(path, lambda f: torch.save(payload, f), root,
+                                link_copy=None if keep_copy_as is None else Path(keep_copy_as).name)
+    except RuntimeError:                 # torch's writer on a full disk
+        raise LabError(f"cannot write the checkpoint {path}: the write failed (disk full?); "
+                       "the previous one is intact.") from None
+    except safefs.WriteFailed as error:
+        raise LabError(f"cannot write the checkpoint {path}: {error.reason}; the previous one is intact.") from None
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``save`` onto the CPU: code-free, checksum verified, layout checked."""
+def _check_records(f: BinaryIO, path: Path) -> None:
+    """Refuse, from the archive's directory alone, a file whose records torch would inflate or read past
+    its end: a checkpoint's records are stored, never compressed, and lie inside the file."""
+    try:
+        records = zipfile.ZipFile(f).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        raise LabError(f"checkpoint {path} is corrupt or truncated (it is not a checkpoint archive).") from None
+    size = os.fstat(f.fileno()).st_size
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size > size:
+            raise LabError(f"checkpoint {path} is corrupt: its record {record.filename[:80]!r} declares "
+                           f"{record.file_size:,} bytes{' compressed' if record.compress_type else ''} in a "
+                           f"file of {size:,} (lab writes every record stored, uncompressed).")
+    f.seek(0)
+
+
+def load(path: Path, root: Path | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by ``save`` onto the CPU: never through a link below ``root`` (default: its
+    folder), its records' declared sizes checked before anything is read, code-free, checksum verified,
+    layout checked."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise LabError(f"no checkpoint at {path}.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with safefs.opened(path, "rb", root) as f:
+            _check_records(f, path)
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except LabError:
+        raise
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "GLOBAL" not in str(error):       # not a refused import: damaged bytes
+            raise LabError(f"checkpoint {path} is corrupt ({first_line[:160]}).") from None
         raise LabError(f"refusing to load {path}: it holds objects that need arbitrary code to unpickle "
                        f"({first_line[:160]}).") from None
     except MemoryError:
@@ -136,9 +142,3 @@ def load(path: Path) -> dict[str, Any]:
     if state["step"] < 0:
         raise LabError(f"checkpoint {path} is malformed: its step is {state['step']}.")
     return state
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files left by a process killed while writing a checkpoint."""
-    for tmp in Path(folder).glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)

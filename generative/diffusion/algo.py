@@ -33,6 +33,7 @@ from lab.presets import fill_unset
 from lab.runtime import Runtime, unwrap
 from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, level_indices,
                              load_images, toy_distribution)
+from generative.diffusion.export import diffusers_files
 from generative.diffusion.bound import reverse_step, step_term, variational_bound
 from generative.diffusion.mlp import MLPDenoiser
 from generative.diffusion.sampler import SAMPLERS, VARIANCES, SamplerName, Variance, ddim_sample, ddpm_sample, guided
@@ -154,6 +155,10 @@ class Config:
         if self.data not in TOY_DATASETS and filled.image_size is None:
             filled = dataclasses.replace(filled, image_size=NATIVE_SHAPE[self.data][-1])
         return filled
+
+
+EXPORTS = {"diffusers": diffusers_files}
+"""`lab export --format diffusers`: the files of a diffusers DDPMPipeline folder."""
 
 
 @dataclass(frozen=True)
