@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from lab import registry
+from lab import registry, safefs
 from lab.config import from_dict, to_dict
 from lab.errors import LabError
 
@@ -69,11 +69,9 @@ def read_config_file(path: Path, algo: str) -> tuple[dict[str, Any], dict[str, A
     """(config fields, run options) from a ``--config`` file: a run's config.json (to rerun an
     experiment; its run folder is not reused) or a flat JSON / TOML table of fields."""
     path = Path(path)
-    try:
-        text = path.read_bytes()
-        data = tomllib.loads(text.decode()) if path.suffix == ".toml" else json.loads(text)
-    except OSError as error:
-        raise LabError(f"cannot read the config file {path}: {error.strerror}.") from None
+    try:      # the user's own path: a link to it is followed, a FIFO or device refused, the size bounded
+        text = safefs.read_bytes(path.resolve())
+        data = safefs.parse(text.decode(), path, tomllib.loads if path.suffix == ".toml" else json.loads)
     except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise LabError(f"the config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'} "
                        f"({type(error).__name__}).") from None

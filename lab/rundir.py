@@ -28,6 +28,9 @@ from lab.errors import LabError
 
 SUBFOLDERS = ("checkpoints", "samples", "videos", "plots")
 LOCK_FILE = ".lock"
+WRITTEN = (LOCK_FILE, "config.json", "status.json", "metrics.jsonl", "metrics.csv",
+           *(f"{sub}/last.pt" for sub in SUBFOLDERS))
+"""What the folder's writers write in place or replace (a file in each subfolder: the folder checked)."""
 _LIBRARIES = ("torch", "numpy", "gymnasium", "ale-py", "scipy", "matplotlib", "tyro")
 
 
@@ -158,7 +161,9 @@ class RunDir:
             raise LabError(f"{self.path} is in use by process {self._holder()} (training, resuming or recording "
                            "an evaluation); wait for it to finish or stop it first.") from None
         self._lock_fd = fd
-        try:
+        try:     # what a writer touches is refused now, before anything changes, if a link or special file
+            for name in WRITTEN:
+                safefs.require_writable(self.path / name, self.path)
             with safefs.opened(self.path / LOCK_FILE, "r+b", self.path) as f:
                 f.truncate(0)
                 f.write(str(os.getpid()).encode())

@@ -171,7 +171,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None] | bytes, root
     with directory(path.parent, root, create=True) as dir_fd:
         for name in (path.name, link_copy):
             if name is not None:
-                _require_regular_or_missing(dir_fd, name, path.parent / name)
+                _regular_or_missing(dir_fd, name, path.parent / name)
         tmp = f"{_TEMPORARY.format(path.name)}{os.getpid()}"
         try:
             os.unlink(tmp, dir_fd=dir_fd)               # left by a killed process that had this PID
@@ -196,7 +196,28 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None] | bytes, root
             _unlink(dir_fd, tmp)
 
 
-def _require_regular_or_missing(dir_fd: int, name: str, path: Path) -> None:
+def lexists(path: Path, root: Path | None = None) -> bool:
+    """Whether ``path`` exists (a link counts), its folder reached safely (a link on the way is refused)."""
+    path = Path(path)
+    with directory(path.parent, root, verb="read") as dir_fd:
+        try:
+            os.stat(path.name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+    return True
+
+
+def require_writable(path: Path, root: Path | None = None) -> None:
+    """Refuse now, before anything is written, a target that a later write would refuse (a link or a
+    special file at ``path`` or on the way to it); a missing one is fine."""
+    path = Path(path)
+    if not os.path.lexists(path.parent):
+        return
+    with directory(path.parent, root) as dir_fd:
+        _regular_or_missing(dir_fd, path.name, path)
+
+
+def _regular_or_missing(dir_fd: int, name: str, path: Path) -> None:
     try:
         mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except FileNotFoundError:

@@ -99,14 +99,15 @@ def load_run(path: Path, which: str = "last", lock: bool = False) -> tuple[RunDi
     _, module = registry.get(saved["algo"])
     config = _config_from(module.Config, saved["config"], run.config_file)
     options = _config_from(RunOptions, saved.get("options", {}), run.config_file)
-    ckpt_path = {"last": run.last_checkpoint, "best": run.best_checkpoint}.get(which, Path(which))
-    if which == "best" and not os.path.lexists(ckpt_path):
+    ckpt_path = {"last": run.last_checkpoint, "best": run.best_checkpoint}.get(which, Path(which).resolve())
+    root = run.path if which in ("last", "best") else None     # a path the user named may be a link
+    if which == "best" and not safefs.lexists(ckpt_path, root):
         ckpt_path = run.last_checkpoint
-    if not os.path.lexists(ckpt_path):
+    if not safefs.lexists(ckpt_path, root):
         if which == "last" and lock:
             return run, saved, module, config, options, None
         raise LabError(f"{path} has no checkpoint yet ({ckpt_path.name} is missing); nothing to load.")
-    state = checkpoint.load(ckpt_path, run.path if which in ("last", "best") else None)
+    state = checkpoint.load(ckpt_path, root)
     if state["algo"] != saved["algo"]:
         raise LabError(f"{ckpt_path} belongs to {state['algo']!r} but {run.config_file} says {saved['algo']!r}.")
     saved_in_ckpt = _config_from(module.Config, state["config"], ckpt_path)

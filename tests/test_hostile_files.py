@@ -1,0 +1,160 @@
+"""Hostile run folders, third pass: planted links, special files, deep or huge files and declared sizes.
+A run folder from a shared drive or an archive must never make `lab` write outside it, and no file in it
+may hang a command, exhaust memory or reach a traceback: one `lab: error:` sentence (exit 2), nothing
+changed, inside the folder or outside."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import test_reliability as reliability
+from test_reliability import TOY, assert_one_line_error, snapshot
+
+from conftest import lab_subprocess_env
+
+toy_run = reliability.toy_run     # the fixture: a 40-step toy run with checkpoints
+
+VICTIM = b"precious bytes\nand an unterminated last line"
+
+
+@pytest.fixture(scope="module")
+def gan_template(tmp_path_factory):
+    """A 2-step GAN run on ring8, trained once; each test gets its own copy (``gan_run``)."""
+    run = tmp_path_factory.mktemp("gan") / "run"
+    result = subprocess.run([sys.executable, "-m", "lab", "train", "gan", "--data", "ring8", "--device", "cpu",
+                             "--total-steps", "2", "--eval-every", "1000", "--run-dir", str(run)],
+                            env=lab_subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+@pytest.fixture
+def gan_run(gan_template, tmp_path):
+    run = tmp_path / "gan"
+    shutil.copytree(gan_template, run, symlinks=True)
+    return run
+
+
+@pytest.fixture
+def victim(tmp_path):
+    """A file and a folder outside every run folder, which no command may change."""
+    (tmp_path / "victim-dir").mkdir()
+    (tmp_path / "victim-dir" / "keep.txt").write_bytes(VICTIM)
+    (tmp_path / "victim.txt").write_bytes(VICTIM)
+    return tmp_path
+
+
+def victim_unchanged(root: Path) -> bool:
+    return ((root / "victim.txt").read_bytes() == VICTIM and sorted(os.listdir(root / "victim-dir")) == ["keep.txt"]
+            and (root / "victim-dir" / "keep.txt").read_bytes() == VICTIM)
+
+
+def plant(run: Path, name: str, victim_root: Path) -> None:
+    """Replace RUN/name by a link to the victim file (or, for a folder, the victim folder)."""
+    path = run / name
+    folder = path.is_dir()
+    shutil.rmtree(path) if folder else path.unlink(missing_ok=True)
+    path.symlink_to(victim_root / ("victim-dir" if folder or name.startswith("export") else "victim.txt"))
+
+
+# (planted name, commands that must refuse it: each touches it); every other command may go on, but
+# never through the link
+COMMANDS = {
+    "eval": ["eval", "{run}", "--checkpoint", "last"],
+    "resume": ["resume", "{run}", "--total-steps", "4"],
+    "plot": ["plot", "{run}"],
+    "sample": ["sample", "{run}", "--n", "16", "--checkpoint", "last"],
+    "export": ["export", "{run}", "--checkpoint", "last"],
+}
+PLANTED = {
+    ".lock": ("eval", "resume", "sample"),
+    "metrics.jsonl": ("eval", "resume", "plot", "sample", "export"),
+    "metrics.csv": ("eval", "resume", "sample"),
+    "status.json": ("resume",),
+    "config.json": ("eval", "resume", "plot", "sample", "export"),
+    "checkpoints/last.pt": ("eval", "resume", "sample", "export"),
+    "checkpoints": ("eval", "resume", "sample", "export"),
+    "samples": ("sample",),
+    "plots": ("plot", "sample"),
+    "export-safetensors": ("export",),
+}
+
+
+@pytest.mark.parametrize("name", list(PLANTED))
+def test_a_planted_link_is_never_followed_and_is_refused_where_it_is_used(gan_run, victim, lab, name):
+    plant(gan_run, name, victim)
+    for command, args in COMMANDS.items():
+        before = snapshot(gan_run)
+        result = lab(*[a.format(run=gan_run) for a in args])
+        assert victim_unchanged(victim), (command, result.stderr)
+        assert (gan_run / name).is_symlink(), f"{command} replaced the planted {name}"
+        if command in PLANTED[name]:
+            assert_one_line_error(result, "refusing", "symbolic link")
+            assert snapshot(gan_run) == before, command
+        else:
+            assert result.returncode == 0 or "refusing" in result.stderr, (command, result.stderr[-2000:])
+
+
+def test_a_fifo_hangs_nothing_and_is_refused(toy_run, tmp_path):
+    """A FIFO where metrics.jsonl, status.json or a checkpoint should be: each command answers at once."""
+    os.rename(toy_run / "metrics.jsonl", tmp_path / "kept.jsonl")
+    os.mkfifo(toy_run / "metrics.jsonl")
+    (toy_run / "status.json").unlink()
+    os.mkfifo(toy_run / "status.json")
+    (toy_run / "checkpoints" / "last.pt").unlink()
+    os.mkfifo(toy_run / "checkpoints" / "last.pt")
+    env = {**lab_subprocess_env(), "LAB_RUNS_DIR": str(toy_run.parent)}
+    for args, words in ((["plot", toy_run], "not a regular file"), (["eval", toy_run, "--checkpoint", "last"],
+                        "not a regular file"), (["resume", toy_run, "--total-steps", "60"], "not a regular file")):
+        result = subprocess.run([sys.executable, "-m", "lab", *map(str, args)], env=env, capture_output=True,
+                                text=True, timeout=60)
+        assert_one_line_error(result, words)
+    listing = subprocess.run([sys.executable, "-m", "lab", "list", "runs"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert listing.returncode == 0 and "unreadable" in listing.stdout, listing.stdout + listing.stderr
+
+
+@pytest.mark.parametrize("flags", [["--config", "/dev/zero"], ["--config", "{fifo}"]])
+def test_a_config_file_that_never_ends_is_refused(tmp_path, flags):
+    os.mkfifo(tmp_path / "fifo.toml")
+    args = [f.format(fifo=tmp_path / "fifo.toml") for f in flags]
+    result = subprocess.run([sys.executable, "-m", "lab", *TOY, *args, "--run-dir", str(tmp_path / "run")],
+                            env=lab_subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert_one_line_error(result, "not a regular file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_explicit_checkpoint_that_is_a_device_is_refused(toy_run, lab):
+    before = snapshot(toy_run)
+    assert_one_line_error(lab("eval", toy_run, "--checkpoint", "/dev/zero"), "not a regular file")
+    assert snapshot(toy_run) == before
+
+
+def test_a_hard_linked_metrics_file_is_not_changed_in_place(toy_run, tmp_path, lab):
+    """A metrics log with a torn last line, hard-linked to a file outside: the repair would cut both."""
+    victim = tmp_path / "victim.jsonl"
+    victim.write_bytes((toy_run / "metrics.jsonl").read_bytes() + b'{"step": 45, "train/lo')
+    (toy_run / "metrics.jsonl").unlink()
+    os.link(victim, toy_run / "metrics.jsonl")
+    content, before = victim.read_bytes(), snapshot(toy_run)
+    assert_one_line_error(lab("resume", toy_run, "--total-steps", 60), "hard link")
+    assert victim.read_bytes() == content and snapshot(toy_run) == before
+
+
+def test_deleting_the_lock_file_does_not_let_a_second_writer_in(tmp_path, lab):
+    from test_reliability import _wait_for, lab_process
+    run = tmp_path / "run"
+    trainer = lab_process(*TOY, "--total-steps", 10_000_000, "--log-every", 1000, "--checkpoint-every", 10_000_000,
+                          "--eval-every", 10_000_000, "--run-dir", run)
+    try:
+        _wait_for(run / "metrics.jsonl", trainer)
+        (run / ".lock").unlink()
+        assert_one_line_error(lab("resume", run, "--total-steps", 20_000_000), "in use by process")
+        assert trainer.poll() is None
+    finally:
+        trainer.kill()
+        trainer.communicate()
