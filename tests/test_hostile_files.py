@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,61 @@ def test_a_hard_linked_metrics_file_is_not_changed_in_place(toy_run, tmp_path, l
     content, before = victim.read_bytes(), snapshot(toy_run)
     assert_one_line_error(lab("resume", toy_run, "--total-steps", 60), "hard link")
     assert victim.read_bytes() == content and snapshot(toy_run) == before
+
+
+# ------------------------------------------------------------------ depth and size bounds
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.jsonl"])      # status.json: `lab list runs` below
+def test_a_file_nested_100000_deep_is_one_sentence(toy_run, lab, name):
+    if name == "config.json":
+        (toy_run / name).write_bytes(DEEP)
+    else:
+        with open(toy_run / name, "ab") as f:
+            f.write(b'{"step": 41, "x": ' + DEEP + b"}\n")
+    before = snapshot(toy_run)
+    for args in (["resume", toy_run, "--total-steps", 60], ["plot", toy_run], ["eval", toy_run]):
+        assert_one_line_error(lab(*args), name)
+        assert snapshot(toy_run) == before
+
+
+@pytest.mark.parametrize("suffix, text", [(".toml", "a = " + "[" * 100_000 + "]" * 100_000 + "\n"),
+                                          (".json", "{\"lr\": " + "[" * 100_000 + "]" * 100_000 + "}")])
+def test_a_config_file_nested_100000_deep_is_one_sentence(tmp_path, lab, suffix, text):
+    (tmp_path / f"deep{suffix}").write_text(text)
+    assert_one_line_error(lab(*TOY, "--config", tmp_path / f"deep{suffix}", "--run-dir", tmp_path / "run"),
+                          "deeper than")
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_unreadable_run_folder_does_not_hide_the_others(toy_run, lab, monkeypatch):
+    runs = toy_run.parent
+    for name, status in (("deep", b'{"state": ' + DEEP + b"}"), ("zero", None), ("garbage", b"\xff\x00{")):
+        shutil.copytree(toy_run, runs / name)
+        (runs / name / "status.json").unlink()
+        if status is None:
+            (runs / name / "status.json").symlink_to("/dev/zero")
+        else:
+            (runs / name / "status.json").write_bytes(status)
+    (runs / "broken").mkdir()
+    (runs / "broken" / "config.json").write_bytes(DEEP)
+    monkeypatch.setenv("LAB_RUNS_DIR", str(runs))
+    result = lab("list", "runs")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  /")}
+    assert "finished" in lines[str(toy_run)]
+    for name in ("deep", "zero", "garbage"):
+        assert "toy" in lines[str(runs / name)] and "unreadable" in lines[str(runs / name)], result.stdout
+    assert "unreadable config.json" in lines[str(runs / "broken")]
+
+
+def test_a_metrics_log_larger_than_the_bound_is_refused_before_it_is_read(toy_run, lab):
+    from lab.logger import METRICS_LIMIT
+    with open(toy_run / "metrics.jsonl", "r+b") as f:
+        f.truncate(METRICS_LIMIT + 1)            # sparse: nothing is allocated on disk
+    before = {p: toy_run.joinpath(p).stat().st_size for p in os.listdir(toy_run)}   # not read: 1 GB
+    started = time.monotonic()
+    assert_one_line_error(lab("plot", toy_run), "metrics.jsonl", "more than")
+    assert time.monotonic() - started < 10
+    assert {p: toy_run.joinpath(p).stat().st_size for p in os.listdir(toy_run)} == before
