@@ -57,7 +57,7 @@ def read_metrics(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
             continue
         try:
             row = safefs.parse(line, path)
-        except json.JSONDecodeError:
+        except ValueError:          # not JSON, or an integer of more than 4,300 digits
             raise LabError(f"{path} is corrupt: line {number} is not JSON.") from None
         except LabError:
             raise LabError(f"{path} is corrupt: line {number} nests deeper than a metrics row.") from None

@@ -206,7 +206,7 @@ class RunDir:
         """config.json as a dict; one sentence for a file that is unreadable, not JSON or not an object."""
         try:
             payload = safefs.parse(safefs.read_bytes(self.config_file, self.path), self.config_file)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except ValueError as error:      # not UTF-8, not JSON, or an integer of more than 4,300 digits
             raise LabError(f"{self.config_file} is unreadable or corrupt ({type(error).__name__}).") from None
         if not isinstance(payload, dict):
             raise LabError(f"{self.config_file} is corrupt: it holds a JSON {type(payload).__name__}, not an object.")
@@ -215,6 +215,10 @@ class RunDir:
                 raise LabError(f"{self.config_file} is corrupt: its {key!r} entry is not an object.")
         if "algo" in payload and not isinstance(payload["algo"], str):
             raise LabError(f"{self.config_file} is corrupt: its 'algo' entry is not a name.")
+        resumed = payload.get("resumed", [])
+        if not isinstance(resumed, list) or not all(isinstance(r, dict) and type(r.get("from_step")) is int
+                                                    for r in resumed):
+            raise LabError(f"{self.config_file} is corrupt: its 'resumed' entry is not a list of resumes.")
         return payload
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
@@ -236,7 +240,7 @@ class RunDir:
         path = self.path / "status.json"
         try:
             status = safefs.parse(safefs.read_bytes(path, self.path, missing_ok=True) or b"{}", path)
-        except (LabError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (LabError, ValueError) as error:
             reason = str(error) if isinstance(error, LabError) else f"{path} is not JSON."
             return {"state": "unreadable", "message": reason}
         if not isinstance(status, dict):

@@ -202,3 +202,39 @@ def test_a_metrics_log_larger_than_the_bound_is_refused_before_it_is_read(toy_ru
     assert_one_line_error(lab("plot", toy_run), "metrics.jsonl", "more than")
     assert time.monotonic() - started < 10
     assert {p: toy_run.joinpath(p).stat().st_size for p in os.listdir(toy_run)} == before
+
+
+# ------------------------------------------------------------------ wrongly typed values
+@pytest.mark.parametrize("name, content, words", [
+    ("fast.json", '{"lr": "fast"}', ("lr", "a number")),
+    ("many.toml", 'batch_size = "many"\n', ("batch_size", "an integer")),
+    ("flag.toml", 'deterministic = "yes"\n', ("deterministic", "true or false")),
+    ("dims.json", '{"dim": [1, 2]}', ("dim", "an integer")),
+])
+def test_a_wrongly_typed_config_file_value_is_one_sentence(tmp_path, lab, name, content, words):
+    (tmp_path / name).write_text(content)
+    assert_one_line_error(lab(*TOY, "--config", tmp_path / name, "--run-dir", tmp_path / "run"), name, *words)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("fields, words", [({"lr": "fast"}, ("lr", "a number")),
+                                           ({"batch_size": 2.5}, ("batch_size", "an integer")),
+                                           ({"seed": True}, ("seed", "an integer"))])
+def test_a_wrongly_typed_api_value_is_a_lab_error(tmp_path, fields, words):
+    import lab
+    with pytest.raises(lab.LabError) as error:
+        lab.train("toy", device="cpu", run_dir=tmp_path / "run", **fields)
+    assert all(word in str(error.value) for word in words), error.value
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("old, new, words", [('"created"', '"resumed": "not a list", "created"', "'resumed'"),
+                                              ('"total_steps": 40', '"total_steps": ' + "9" * 5000, "config.json")])
+def test_a_config_json_with_a_bad_resume_history_or_a_huge_number_is_one_sentence(toy_run, lab, old, new, words):
+    text = (toy_run / "config.json").read_text()
+    assert old in text
+    (toy_run / "config.json").write_text(text.replace(old, new, 1))
+    before = snapshot(toy_run)
+    for args in (["resume", toy_run, "--total-steps", 60], ["plot", toy_run], ["eval", toy_run]):
+        assert_one_line_error(lab(*args), words)
+        assert snapshot(toy_run) == before
