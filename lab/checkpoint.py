@@ -2,10 +2,12 @@
 
 ``save`` refuses a state whose floating-point tensors are not all finite (a diverged model is never
 written), stores a SHA-256 checksum of the payload, writes to a hidden temporary file in the same
-folder, fsyncs it and renames it over the target, so a crash or a full disk mid-write leaves the
-previous checkpoint intact. ``load`` uses ``torch.load(weights_only=True)`` (a file that needs
-arbitrary unpickling is refused), verifies the checksum and the checkpoint's layout, and turns every
-way a file can be wrong into one ``LabError`` sentence naming the file.
+folder, fsyncs it and renames it over the target (``lab.safefs``: never through a link), so a crash or a
+full disk mid-write leaves the previous checkpoint intact. ``load`` checks the archive's declared record
+sizes before torch reads a byte (nothing compressed, nothing past the file's end), uses
+``torch.load(weights_only=True)`` (a file that needs arbitrary unpickling is refused, and so is the older,
+unchecksummed v1 format), verifies the checksum and the checkpoint's layout, and turns every way a file
+can be wrong into one ``LabError`` sentence naming the file.
 """
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ from lab import safefs
 from lab.errors import LabError
 
 FORMAT = "lab-checkpoint-v2"
-_UNCHECKED_FORMAT = "lab-checkpoint-v1"
-"""Written before checksums existed: still loaded, without the integrity check."""
+_OLD_FORMAT = "lab-checkpoint-v1"
+"""Written before checksums and named random streams: refused (what it holds meant something else then:
+the toy's task, for one, came from another stream)."""
 REQUIRED = {"algo": str, "step": int, "config": dict, "options": dict, "trainer": dict, "runtime": dict}
 
 
@@ -129,13 +132,15 @@ def load(path: Path, root: Path | None = None) -> dict[str, Any]:
         raise LabError(f"checkpoint {path} is corrupt: it asks for more memory than this machine has.") from None
     except Exception as error:  # an untrusted file can fail torch's reader in any way: one sentence for all
         raise LabError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}).") from None
-    if not isinstance(state, dict) or state.get("format") not in (FORMAT, _UNCHECKED_FORMAT):
+    if isinstance(state, dict) and state.get("format") == _OLD_FORMAT:
+        raise LabError(f"{path} was written by an older lab ({_OLD_FORMAT}: no checksum, and random streams "
+                       "that meant something else); it cannot be evaluated or resumed faithfully: retrain.")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LabError(f"{path} is not a lab checkpoint (format {FORMAT!r} expected).")
-    if state["format"] == FORMAT:
-        stored = state.pop("checksum", None)
-        if stored != checksum(state):
-            raise LabError(f"checkpoint {path} is corrupt: its contents do not match their checksum "
-                           "(the file was changed or damaged after it was written).")
+    stored = state.pop("checksum", None)
+    if stored != checksum(state):
+        raise LabError(f"checkpoint {path} is corrupt: its contents do not match their checksum "
+                       "(the file was changed or damaged after it was written).")
     for key, kind in REQUIRED.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise LabError(f"checkpoint {path} is malformed: {key!r} is missing or not a {kind.__name__}.")

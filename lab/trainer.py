@@ -163,6 +163,8 @@ class Trainer:
                     self.elapsed = time.perf_counter() - started
                     self.cpu_elapsed = time.process_time() - cpu_started
                     self._save(step, self.run.last_checkpoint if self.run else None)
+                    if self.run is not None and not stopping:
+                        self.run.write_status("running", step)     # `lab list runs` shows how far it got
                 if stopping:
                     break
         except (NonFiniteMetric, checkpoint.NonFiniteState) as error:

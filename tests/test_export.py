@@ -42,6 +42,19 @@ def test_a_bad_export_request_is_one_sentence(tmp_path, lab_cli):
     assert not (run.path / "export-diffusers").exists()
 
 
+def test_export_refuses_formats_flags_and_folders_that_do_not_apply(tmp_path, lab_cli):
+    from test_reliability import assert_one_line_error, snapshot
+    run = lab.train("toy", total_steps=10, run_dir=tmp_path / "toy", **FAST)
+    other = lab.train("toy", total_steps=10, run_dir=tmp_path / "other", seed=1, device="cpu")
+    before, others = snapshot(run.path), snapshot(other.path)
+    assert_one_line_error(lab_cli("export", run.path, "--format", "diffusers"), "toy runs export as safetensors")
+    assert_one_line_error(lab_cli("export", run.path, "--bogus", "1"), "--bogus", "lab export --help")
+    assert_one_line_error(lab_cli("export", run.path, "--format", "onnx"), "onnx")
+    for out in (run.path, other.path, tmp_path / "toy" / "."):
+        assert_one_line_error(lab_cli("export", run.path, "--out", out), "is a run folder")
+    assert snapshot(run.path) == before and snapshot(other.path) == others
+
+
 def test_a_diffusers_export_draws_the_same_samples_from_the_same_seed(tmp_path):
     diffusers = pytest.importorskip("diffusers")
     pytest.importorskip("safetensors")

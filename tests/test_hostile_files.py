@@ -5,17 +5,21 @@ changed, inside the folder or outside."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 import test_reliability as reliability
 from test_reliability import TOY, assert_one_line_error, snapshot
 
 from conftest import lab_subprocess_env
+from lab import checkpoint
 
 toy_run = reliability.toy_run     # the fixture: a 40-step toy run with checkpoints
 
@@ -238,3 +242,88 @@ def test_a_config_json_with_a_bad_resume_history_or_a_huge_number_is_one_sentenc
     for args in (["resume", toy_run, "--total-steps", 60], ["plot", toy_run], ["eval", toy_run]):
         assert_one_line_error(lab(*args), words)
         assert snapshot(toy_run) == before
+
+
+# ------------------------------------------------------------------ smaller ones
+def test_a_negative_eval_n_is_one_sentence(gan_run, lab):
+    before = snapshot(gan_run)
+    assert_one_line_error(lab("eval", gan_run, "--n", "-5"), "--n", "-5")
+    assert snapshot(gan_run) == before
+
+
+def _write_state(path: Path, change) -> None:
+    state = checkpoint.load(path)
+    change(state)
+    torch.save(state, path)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda p: _write_state(p, lambda s: s.update(format="lab-checkpoint-v1")), "older lab"),
+    (lambda p: p.write_bytes(os.urandom(5000)), "corrupt"),
+    (lambda p: p.write_bytes(b"\x00" * 64 + p.read_bytes()[64:]), "corrupt"),
+])
+def test_old_random_and_damaged_checkpoints_are_named_for_what_they_are(toy_run, lab, change, words):
+    change(toy_run / "checkpoints" / "last.pt")
+    before = snapshot(toy_run)
+    for args in (["eval", toy_run, "--checkpoint", "last"], ["resume", toy_run, "--total-steps", 60]):
+        result = lab(*args)
+        assert_one_line_error(result, "last.pt", words)
+        assert "arbitrary code" not in result.stderr and snapshot(toy_run) == before
+
+
+def test_a_deflate_bomb_checkpoint_is_refused_from_its_declared_sizes(toy_run, lab):
+    """A record deflated from 256 MiB of zeros to a few hundred KB: refused from the archive's directory
+    (what the record declares), before torch inflates anything."""
+    last = toy_run / "checkpoints" / "last.pt"
+    with zipfile.ZipFile(last) as original:
+        records = [(info, original.read(info)) for info in original.infolist()]
+    with zipfile.ZipFile(last, "w") as bomb:
+        for info, content in records:
+            bomb.writestr(info, content)
+        record = zipfile.ZipInfo("archive/data/99")
+        record.compress_type = zipfile.ZIP_DEFLATED
+        with bomb.open(record, "w", force_zip64=True) as f:
+            for _ in range(256):
+                f.write(bytes(1 << 20))
+    assert last.stat().st_size < 32 << 20
+    before = snapshot(toy_run)
+    result = subprocess.run([sys.executable, "-m", "lab", "eval", str(toy_run), "--checkpoint", "last"],
+                            env=lab_subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "last.pt", "declares 268,435,456 bytes compressed")
+    assert snapshot(toy_run) == before
+
+
+def test_a_refused_resume_leaves_a_torn_tail_alone_and_the_next_writer_removes_dead_temporaries(toy_run, lab):
+    log = toy_run / "metrics.jsonl"
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:2] + ["not json"] + lines[2:]) + '\n{"step": 45, "train/lo')
+    (toy_run / ".metrics.jsonl.tmp-99999").write_bytes(b"x" * 1000)       # a rewrite killed midway
+    before = snapshot(toy_run)
+    assert_one_line_error(lab("resume", toy_run, "--total-steps", 60), "line 3")
+    assert snapshot(toy_run) == before
+    log.write_text("\n".join(lines) + '\n{"step": 45, "train/lo')
+    assert lab("resume", toy_run, "--total-steps", 60).returncode == 0
+    assert not (toy_run / ".metrics.jsonl.tmp-99999").exists()
+
+
+def test_plot_into_a_folder_that_refuses_the_write_is_one_sentence(toy_run):
+    result = subprocess.run([sys.executable, "-m", "lab", "plot", str(toy_run)], env=lab_subprocess_env(),
+                            capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000)))
+    assert_one_line_error(result, "curves.png")
+    assert not any(p.name.startswith(".") for p in (toy_run / "plots").iterdir())
+
+
+def test_a_running_run_reports_the_step_of_its_last_checkpoint(tmp_path):
+    from lab.rundir import describe_runs
+    run = tmp_path / "run"
+    trainer = reliability.lab_process(*TOY, "--total-steps", 10_000_000, "--log-every", 1000, "--checkpoint-every",
+                                      2000, "--eval-every", 10_000_000, "--run-dir", run)
+    try:
+        reliability._wait_for(run / "checkpoints" / "last.pt", trainer)
+        time.sleep(0.5)
+        [(_, algo, step, state)] = describe_runs(tmp_path)
+        assert algo == "toy" and state == "running" and int(step.split()[1]) >= 2000, step
+    finally:
+        trainer.kill()
+        trainer.communicate()

@@ -216,6 +216,9 @@ class EvalOptions:
     drs_quantile: float | None = None
     """Discriminator rejection sampling's quantile (default: the run's --drs-quantile; 0: off)."""
 
+    def __post_init__(self):
+        non_negative(self, "n")
+
 
 @dataclass(frozen=True)
 class SampleOptions:
