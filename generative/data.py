@@ -273,7 +273,13 @@ def _latin1_bytes(text: str, encoding: str) -> bytes:
 def _reconstruct_array(subtype, shape, dtype):
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError("it builds an array of another type than numpy.ndarray")
-    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+    dtype = _plain_dtype(dtype)
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
+        raise pickle.UnpicklingError(f"it builds an array of shape {str(shape)[:80]}")
+    if math.prod(shape) > CIFAR_BATCH_SIZE * CIFAR_PIXELS:    # checked before anything is allocated
+        raise pickle.UnpicklingError(f"it declares an array of {math.prod(shape):,} elements, more than a "
+                                     f"CIFAR-10 batch's {CIFAR_BATCH_SIZE * CIFAR_PIXELS:,}")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
 def _array_from_bytes(buffer, dtype, shape, order):
@@ -296,7 +302,8 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             batch = _CifarUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as error:
         raise LabError(f"refusing to read {path}: {error}.") from None
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError,
+            RecursionError) as error:
         raise LabError(f"{path} is not a readable CIFAR-10 python batch ({type(error).__name__}).") from None
     if not isinstance(batch, dict):
         raise LabError(f"{path} is not a CIFAR-10 python batch (it holds a {type(batch).__name__}, not a dict).")

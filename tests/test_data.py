@@ -127,6 +127,19 @@ def test_a_malformed_cifar_batch_gets_one_sentence(tmp_path, monkeypatch, payloa
         data.read_cifar_batch(tmp_path / "batch")
 
 
+class _HugeArray:
+    """What the pickle of an array says first: build an empty array of this shape (10^12 elements)."""
+
+    def __reduce__(self):
+        return np._core.multiarray._reconstruct, (np.ndarray, (10 ** 12,), b"b")
+
+
+def test_a_cifar_batch_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    write_cifar_batch(tmp_path / "batch", {b"data": _HugeArray(), b"labels": [0]})
+    with pytest.raises(LabError, match="declares an array of 1,000,000,000,000 elements"):
+        data.read_cifar_batch(tmp_path / "batch")
+
+
 def test_random_bytes_as_a_cifar_batch_get_one_sentence(tmp_path):
     (tmp_path / "batch").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(LabError, match="batch"):
