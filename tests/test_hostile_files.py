@@ -327,3 +327,22 @@ def test_a_running_run_reports_the_step_of_its_last_checkpoint(tmp_path):
     finally:
         trainer.kill()
         trainer.communicate()
+
+
+# ------------------------------------------------------------------ sizes checked before allocating
+@pytest.mark.parametrize("algo", ["vae", "pixelcnn"])
+def test_an_eval_n_that_cannot_fit_is_refused_before_sampling(tmp_path, lab, algo):
+    run = tmp_path / algo
+    tiny = {"vae": ["--conv-channels", 8], "pixelcnn": ["--channels", 8, "--layers", 2]}[algo]
+    assert lab("train", algo, "--data", "digits", *tiny, "--total-steps", 2, "--device", "cpu", "--eval-every", 1000,
+               "--run-dir", run).returncode == 0
+    before, started = snapshot(run), time.monotonic()
+    assert_one_line_error(lab("eval", run, "--n", 100_000_000, "--k", 1) if algo == "vae" else
+                          lab("eval", run, "--n", 100_000_000), "--n 100,000,000")
+    assert time.monotonic() - started < 30 and snapshot(run) == before
+
+
+def test_a_gan_eval_n_that_cannot_fit_is_refused_before_sampling(gan_run, lab):
+    before = snapshot(gan_run)
+    assert_one_line_error(lab("eval", gan_run, "--n", 100_000_000_000), "--n 100,000,000,000")
+    assert snapshot(gan_run) == before

@@ -384,7 +384,8 @@ class Algorithm:
         """n samples from the EMA model (images in [0, 1], toys as points), in batches of ``batch``;
         returns (samples, frames of sample 0 from x_T to x_0 mapped like the samples, or None)."""
         T = self.schedule.num_steps
-        require_batch(n, 3 * 4 * math.prod(self.shape), "--n", self.rt.device)   # samples, host copy, media
+        # the batches, their concatenation, [0, 1] copies, the host copy and the .npz of lab sample's media
+        require_batch(n, 6 * 4 * math.prod(self.shape), "--n", self.rt.device)
         require(steps <= T, f"--steps must be at most the run's {T} diffusion steps, got {steps}.")
         steps = steps or (T if sampler == "ddpm" else min(50, T))
         device = self.rt.device
@@ -427,7 +428,9 @@ class Algorithm:
         if options is None:
             options = (EvalOptions(n=self.config.eval_samples, steps=min(50, self.schedule.num_steps))
                        if during_training else EvalOptions())
-        from generative.metrics import score_images, score_toy   # the scoring classifier loads only when evaluating
+        from generative.metrics import require_scorable, score_images, score_toy   # the classifier loads when evaluating
+        if not self.is_toy:
+            require_scorable(options.n, self.shape, self.rt.device)
         labels = self._labels(options.n, None, options.guidance)
         samples, _ = self.generate(options.n, sampler=options.sampler, steps=options.steps, eta=options.eta,
                                    labels=labels, guidance=options.guidance, seed=options.seed)

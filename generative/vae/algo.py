@@ -226,7 +226,8 @@ class Algorithm:
         if self.config.latent_dim == 2:
             results["plots/latent_map"] = self._latent_map()
         if final and options.scores:
-            from generative.metrics import memorization_grid, score_images
+            from generative.metrics import memorization_grid, require_scorable, score_images
+            require_scorable(options.n, self.shape, self.rt.device)
             samples = torch.cat([self.vae.sample(min(1000, n), generator)
                                  for n in range(options.n, 0, -1000)])
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir,
