@@ -227,10 +227,20 @@ class RunDir:
                                 self.path)
 
     def write_status(self, state: str, step: int, message: str = "") -> None:
-        """Best effort: a full or read-only disk must not hide the error that is being reported."""
+        """Best effort: a full or read-only disk must not hide the error that is being reported. When the
+        disk is full a new file cannot be made, so the status is then overwritten in place (its block is
+        already there), and a run that failed says so rather than "running"."""
+        payload = {"state": state, "step": step, "message": message, "pid": os.getpid(),
+                   "time": dt.datetime.now().isoformat(timespec="seconds")}
         try:
-            self.write_json("status.json", {"state": state, "step": step, "message": message, "pid": os.getpid(),
-                                            "time": dt.datetime.now().isoformat(timespec="seconds")})
+            self.write_json("status.json", payload)
+        except safefs.WriteFailed:
+            try:
+                with safefs.opened(self.path / "status.json", "r+b", self.path) as f:
+                    f.write((json.dumps(payload, indent=2) + "\n").encode())
+                    f.truncate()
+            except (LabError, OSError):
+                pass
         except LabError:
             pass
 

@@ -346,3 +346,20 @@ def test_a_gan_eval_n_that_cannot_fit_is_refused_before_sampling(gan_run, lab):
     before = snapshot(gan_run)
     assert_one_line_error(lab("eval", gan_run, "--n", 100_000_000_000), "--n 100,000,000,000")
     assert snapshot(gan_run) == before
+
+
+def test_a_full_disk_still_lets_the_status_say_failed(tmp_path, monkeypatch):
+    """On a full disk no new file can be made (the atomic write's temporary file fails): the status is then
+    overwritten in place. (By hand on a 2 MB tmpfs: training stopped by ENOSPC left "running, step 0"
+    before, now "failed" at the step it reached, with the reason.)"""
+    from lab import safefs
+    from lab.rundir import RunDir
+    run = RunDir(tmp_path)
+    run.write_status("running", 0)
+
+    def disk_full(path, *args, **kwargs):
+        raise safefs.WriteFailed(path, "No space left on device")
+    monkeypatch.setattr(safefs, "write_atomically", disk_full)
+    run.write_status("failed", 11378, "cannot append to metrics.jsonl: No space left on device.")
+    status = RunDir(tmp_path).status()
+    assert (status["state"], status["step"]) == ("failed", 11378) and "No space" in status["message"]
