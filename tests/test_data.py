@@ -2,6 +2,7 @@
 import gzip
 import os
 import pickle
+import signal
 
 import numpy as np
 import pytest
@@ -234,3 +235,22 @@ def test_image_sets_expose_their_discrete_levels():
     assert binary.levels == 2 and set(binary.images.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(binary.images, digits.binarized().images)   # one fixed draw, shared by every model
     assert load_images("digits", "test", size=16).levels is None  # interpolated: no longer discrete
+
+
+@pytest.mark.parametrize("name", ["data_batch_1", "train-images-idx3-ubyte.gz"])
+def test_a_data_file_that_is_a_fifo_or_a_device_is_refused_not_read(tmp_path, name):
+    os.mkfifo(tmp_path / name)
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    reader = data.read_cifar_batch if name.startswith("data") else data.read_idx
+
+    def hung(signum, frame):
+        raise TimeoutError("the reader hung")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)                      # a reader that opens the FIFO blocks: the test fails, not hangs
+    try:
+        for path in (tmp_path / name, tmp_path / "zero"):
+            with pytest.raises(LabError, match="not a regular file"):
+                reader(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
