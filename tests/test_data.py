@@ -2,12 +2,12 @@
 import gzip
 import os
 import pickle
-import signal
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import no_hang
 from generative import data
 from lab.errors import LabError
 
@@ -242,15 +242,7 @@ def test_a_data_file_that_is_a_fifo_or_a_device_is_refused_not_read(tmp_path, na
     os.mkfifo(tmp_path / name)
     (tmp_path / "zero").symlink_to("/dev/zero")
     reader = data.read_cifar_batch if name.startswith("data") else data.read_idx
-
-    def hung(signum, frame):
-        raise TimeoutError("the reader hung")
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(20)                      # a reader that opens the FIFO blocks: the test fails, not hangs
-    try:
+    with no_hang():                       # a reader that opens the FIFO blocks: the test fails, not hangs
         for path in (tmp_path / name, tmp_path / "zero"):
             with pytest.raises(LabError, match="not a regular file"):
                 reader(path)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)

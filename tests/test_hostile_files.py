@@ -10,16 +10,13 @@ import shutil
 import subprocess
 import sys
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 import test_reliability as reliability
 from test_reliability import TOY, assert_one_line_error, snapshot
 
-from conftest import lab_subprocess_env
-from lab import checkpoint
+from conftest import lab_subprocess_env, no_hang
 
 toy_run = reliability.toy_run     # the fixture: a 40-step toy run with checkpoints
 
@@ -104,7 +101,7 @@ def test_a_planted_link_is_never_followed_and_is_refused_where_it_is_used(gan_ru
             assert result.returncode == 0 or "refusing" in result.stderr, (command, result.stderr[-2000:])
 
 
-def test_a_fifo_hangs_nothing_and_is_refused(toy_run, tmp_path):
+def test_a_fifo_hangs_nothing_and_is_refused(toy_run, tmp_path, lab, monkeypatch):
     """A FIFO where metrics.jsonl, status.json or a checkpoint should be: each command answers at once."""
     os.rename(toy_run / "metrics.jsonl", tmp_path / "kept.jsonl")
     os.mkfifo(toy_run / "metrics.jsonl")
@@ -112,14 +109,12 @@ def test_a_fifo_hangs_nothing_and_is_refused(toy_run, tmp_path):
     os.mkfifo(toy_run / "status.json")
     (toy_run / "checkpoints" / "last.pt").unlink()
     os.mkfifo(toy_run / "checkpoints" / "last.pt")
-    env = {**lab_subprocess_env(), "LAB_RUNS_DIR": str(toy_run.parent)}
-    for args, words in ((["plot", toy_run], "not a regular file"), (["eval", toy_run, "--checkpoint", "last"],
-                        "not a regular file"), (["resume", toy_run, "--total-steps", "60"], "not a regular file")):
-        result = subprocess.run([sys.executable, "-m", "lab", *map(str, args)], env=env, capture_output=True,
-                                text=True, timeout=60)
-        assert_one_line_error(result, words)
-    listing = subprocess.run([sys.executable, "-m", "lab", "list", "runs"], env=env, capture_output=True,
-                             text=True, timeout=60)
+    monkeypatch.setenv("LAB_RUNS_DIR", str(toy_run.parent))
+    with no_hang():
+        for args in (["plot", toy_run], ["eval", toy_run, "--checkpoint", "last"],
+                     ["resume", toy_run, "--total-steps", "60"]):
+            assert_one_line_error(lab(*args), "not a regular file")
+        listing = lab("list", "runs")
     assert listing.returncode == 0 and "unreadable" in listing.stdout, listing.stdout + listing.stderr
 
 
@@ -208,89 +203,11 @@ def test_a_metrics_log_larger_than_the_bound_is_refused_before_it_is_read(toy_ru
     assert {p: toy_run.joinpath(p).stat().st_size for p in os.listdir(toy_run)} == before
 
 
-# ------------------------------------------------------------------ wrongly typed values
-@pytest.mark.parametrize("name, content, words", [
-    ("fast.json", '{"lr": "fast"}', ("lr", "a number")),
-    ("many.toml", 'batch_size = "many"\n', ("batch_size", "an integer")),
-    ("flag.toml", 'deterministic = "yes"\n', ("deterministic", "true or false")),
-    ("dims.json", '{"dim": [1, 2]}', ("dim", "an integer")),
-])
-def test_a_wrongly_typed_config_file_value_is_one_sentence(tmp_path, lab, name, content, words):
-    (tmp_path / name).write_text(content)
-    assert_one_line_error(lab(*TOY, "--config", tmp_path / name, "--run-dir", tmp_path / "run"), name, *words)
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("fields, words", [({"lr": "fast"}, ("lr", "a number")),
-                                           ({"batch_size": 2.5}, ("batch_size", "an integer")),
-                                           ({"seed": True}, ("seed", "an integer"))])
-def test_a_wrongly_typed_api_value_is_a_lab_error(tmp_path, fields, words):
-    import lab
-    with pytest.raises(lab.LabError) as error:
-        lab.train("toy", device="cpu", run_dir=tmp_path / "run", **fields)
-    assert all(word in str(error.value) for word in words), error.value
-    assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.parametrize("old, new, words", [('"created"', '"resumed": "not a list", "created"', "'resumed'"),
-                                              ('"total_steps": 40', '"total_steps": ' + "9" * 5000, "config.json")])
-def test_a_config_json_with_a_bad_resume_history_or_a_huge_number_is_one_sentence(toy_run, lab, old, new, words):
-    text = (toy_run / "config.json").read_text()
-    assert old in text
-    (toy_run / "config.json").write_text(text.replace(old, new, 1))
-    before = snapshot(toy_run)
-    for args in (["resume", toy_run, "--total-steps", 60], ["plot", toy_run], ["eval", toy_run]):
-        assert_one_line_error(lab(*args), words)
-        assert snapshot(toy_run) == before
-
-
 # ------------------------------------------------------------------ smaller ones
 def test_a_negative_eval_n_is_one_sentence(gan_run, lab):
     before = snapshot(gan_run)
     assert_one_line_error(lab("eval", gan_run, "--n", "-5"), "--n", "-5")
     assert snapshot(gan_run) == before
-
-
-def _write_state(path: Path, change) -> None:
-    state = checkpoint.load(path)
-    change(state)
-    torch.save(state, path)
-
-
-@pytest.mark.parametrize("change, words", [
-    (lambda p: _write_state(p, lambda s: s.update(format="lab-checkpoint-v1")), "older lab"),
-    (lambda p: p.write_bytes(os.urandom(5000)), "corrupt"),
-    (lambda p: p.write_bytes(b"\x00" * 64 + p.read_bytes()[64:]), "corrupt"),
-])
-def test_old_random_and_damaged_checkpoints_are_named_for_what_they_are(toy_run, lab, change, words):
-    change(toy_run / "checkpoints" / "last.pt")
-    before = snapshot(toy_run)
-    for args in (["eval", toy_run, "--checkpoint", "last"], ["resume", toy_run, "--total-steps", 60]):
-        result = lab(*args)
-        assert_one_line_error(result, "last.pt", words)
-        assert "arbitrary code" not in result.stderr and snapshot(toy_run) == before
-
-
-def test_a_deflate_bomb_checkpoint_is_refused_from_its_declared_sizes(toy_run, lab):
-    """A record deflated from 256 MiB of zeros to a few hundred KB: refused from the archive's directory
-    (what the record declares), before torch inflates anything."""
-    last = toy_run / "checkpoints" / "last.pt"
-    with zipfile.ZipFile(last) as original:
-        records = [(info, original.read(info)) for info in original.infolist()]
-    with zipfile.ZipFile(last, "w") as bomb:
-        for info, content in records:
-            bomb.writestr(info, content)
-        record = zipfile.ZipInfo("archive/data/99")
-        record.compress_type = zipfile.ZIP_DEFLATED
-        with bomb.open(record, "w", force_zip64=True) as f:
-            for _ in range(256):
-                f.write(bytes(1 << 20))
-    assert last.stat().st_size < 32 << 20
-    before = snapshot(toy_run)
-    result = subprocess.run([sys.executable, "-m", "lab", "eval", str(toy_run), "--checkpoint", "last"],
-                            env=lab_subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert_one_line_error(result, "last.pt", "declares 268,435,456 bytes compressed")
-    assert snapshot(toy_run) == before
 
 
 def test_a_refused_resume_leaves_a_torn_tail_alone_and_the_next_writer_removes_dead_temporaries(toy_run, lab):
