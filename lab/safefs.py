@@ -89,7 +89,7 @@ def directory(path: Path, root: Path | None = None, create: bool = False, verb: 
         os.close(fd)
 
 
-def open_fd(dir_fd: int, name: str, flags: int, path: Path, verb: str) -> int:
+def _open_fd(dir_fd: int, name: str, flags: int, path: Path, verb: str) -> int:
     """``name`` in the folder ``dir_fd``, never through a link, refused unless it is a regular file (and,
     opened for writing, has no other hard link); a blocking descriptor."""
     try:
@@ -114,7 +114,7 @@ def opened(path: Path, mode: str = "rb", root: Path | None = None) -> Iterator[B
     flags, verb = {"rb": (os.O_RDONLY, "read"), "ab": (os.O_WRONLY | os.O_APPEND | os.O_CREAT, "write"),
                    "r+b": (os.O_RDWR | os.O_CREAT, "write")}[mode]
     with directory(Path(path).parent, root, verb=verb) as dir_fd:
-        fd = open_fd(dir_fd, Path(path).name, flags, Path(path), verb)
+        fd = _open_fd(dir_fd, Path(path).name, flags, Path(path), verb)
     with os.fdopen(fd, mode) as f:
         yield f
 
@@ -180,7 +180,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None] | bytes, root
         except OSError as error:
             raise WriteFailed(path, error.strerror) from None
         try:
-            fd = open_fd(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path.parent / tmp, "write")
+            fd = _open_fd(dir_fd, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path.parent / tmp, "write")
             with os.fdopen(fd, "wb") as f:
                 f.write(write) if isinstance(write, bytes) else write(f)
                 f.flush()
@@ -240,7 +240,7 @@ def create_new(path: Path, data: bytes, root: Path | None = None) -> None:
     """Write ``data`` to a file that must not exist yet (created exclusively: nothing is overwritten)."""
     path = Path(path)
     with directory(path.parent, root, create=True) as dir_fd:
-        fd = open_fd(dir_fd, path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path, "write")
+        fd = _open_fd(dir_fd, path.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, path, "write")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
