@@ -23,13 +23,17 @@ import pickle
 import sys
 import urllib.request
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lab import safefs
 from lab.errors import LabError
 
 IMAGE_DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
@@ -182,15 +186,26 @@ IDX_LIMIT = 2 * 10**9
 """The largest IDX payload read (bytes); MNIST's largest file holds 47 MB."""
 
 
+@contextmanager
+def _data_file(path: Path) -> Iterator[BinaryIO]:
+    """A data file opened for reading (inflated when its name ends in .gz): the user's own path, so a link
+    to it is followed, but a FIFO (which would hang) or a device (which never ends) is refused."""
+    with safefs.opened(Path(path).resolve(), "rb") as f:
+        if str(path).endswith(".gz"):
+            with gzip.GzipFile(fileobj=f) as inflated:
+                yield inflated
+        else:
+            yield f
+
+
 def read_idx(path: Path) -> np.ndarray:
     """Parse one IDX file (gzipped when its name ends in .gz): magic 0x0000 0x08 ndim, big-endian dims, uint8.
 
     The header is checked before the payload is read, so a file that promises more than it holds (or
     more than ``IDX_LIMIT``) is refused without inflating it.
     """
-    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with opener(path, "rb") as f:
+        with _data_file(path) as f:
             magic = f.read(4)
             if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 4:
                 raise LabError(f"{path} is not an IDX file of unsigned bytes (bad magic number {magic.hex()}).")
@@ -273,7 +288,13 @@ def _latin1_bytes(text: str, encoding: str) -> bytes:
 def _reconstruct_array(subtype, shape, dtype):
     if subtype is not np.ndarray:
         raise pickle.UnpicklingError("it builds an array of another type than numpy.ndarray")
-    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+    dtype = _plain_dtype(dtype)
+    if not isinstance(shape, tuple) or not all(type(d) is int and d >= 0 for d in shape):
+        raise pickle.UnpicklingError(f"it builds an array of shape {str(shape)[:80]}")
+    if math.prod(shape) > CIFAR_BATCH_SIZE * CIFAR_PIXELS:    # checked before anything is allocated
+        raise pickle.UnpicklingError(f"it declares an array of {math.prod(shape):,} elements, more than a "
+                                     f"CIFAR-10 batch's {CIFAR_BATCH_SIZE * CIFAR_PIXELS:,}")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
 
 
 def _array_from_bytes(buffer, dtype, shape, order):
@@ -292,11 +313,12 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One CIFAR-10 python pickle batch -> (uint8 (N, 3, 32, 32), int64 (N,)), read so that it can never
     run code (a restricted unpickler) and checked: 10,000 x 3,072 uint8 images, as many labels in 0-9."""
     try:
-        with open(path, "rb") as f:
+        with _data_file(path) as f:
             batch = _CifarUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as error:
         raise LabError(f"refusing to read {path}: {error}.") from None
-    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
+    except (OSError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError,
+            RecursionError) as error:
         raise LabError(f"{path} is not a readable CIFAR-10 python batch ({type(error).__name__}).") from None
     if not isinstance(batch, dict):
         raise LabError(f"{path} is not a CIFAR-10 python batch (it holds a {type(batch).__name__}, not a dict).")

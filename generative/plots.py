@@ -27,13 +27,19 @@ def figure_image(figure) -> Image:
     return Image(pixels)
 
 
+SCATTER_POINTS = 20_000
+"""The most samples a scatter plot draws (the first ones): matplotlib holds far more per point than the
+samples themselves, and a million points show no more than 20,000 do."""
+
+
 def toy_scatter(samples: torch.Tensor, toy, title: str = "") -> Image:
-    """Model samples (blue) over a large draw of the true distribution (grey) and its mode centres."""
+    """Model samples (blue, the first ``SCATTER_POINTS``) over a large draw of the true distribution (grey)
+    and its mode centres."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     reference = toy.sample(5000, torch.Generator().manual_seed(0)).numpy()
-    points = samples.detach().float().cpu().numpy()
+    points = samples[:SCATTER_POINTS].detach().float().cpu().numpy()
     figure, axis = plt.subplots(figsize=(4, 4), dpi=100)
     axis.scatter(reference[:, 0], reference[:, 1], s=2, c="0.75", label="data")
     axis.scatter(points[:, 0], points[:, 1], s=2, c="tab:blue", alpha=0.6, label="samples")

@@ -2,27 +2,32 @@
 
 ``save`` refuses a state whose floating-point tensors are not all finite (a diverged model is never
 written), stores a SHA-256 checksum of the payload, writes to a hidden temporary file in the same
-folder, fsyncs it and renames it over the target, so a crash or a full disk mid-write leaves the
-previous checkpoint intact. ``load`` uses ``torch.load(weights_only=True)`` (a file that needs
-arbitrary unpickling is refused), verifies the checksum and the checkpoint's layout, and turns every
-way a file can be wrong into one ``LabError`` sentence naming the file.
+folder, fsyncs it and renames it over the target (``lab.safefs``: never through a link), so a crash or a
+full disk mid-write leaves the previous checkpoint intact. ``load`` checks the archive's declared record
+sizes before torch reads a byte (nothing compressed, nothing past the file's end), uses
+``torch.load(weights_only=True)`` (a file that needs arbitrary unpickling is refused, and so is the older,
+unchecksummed v1 format), verifies the checksum and the checkpoint's layout, and turns every way a file
+can be wrong into one ``LabError`` sentence naming the file.
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import pickle
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
+from lab import safefs
 from lab.errors import LabError
 
 FORMAT = "lab-checkpoint-v2"
-_UNCHECKED_FORMAT = "lab-checkpoint-v1"
-"""Written before checksums existed: still loaded, without the integrity check."""
+_OLD_FORMAT = "lab-checkpoint-v1"
+"""Written before checksums and named random streams: refused (what it holds meant something else then:
+the toy's task, for one, came from another stream)."""
 REQUIRED = {"algo": str, "step": int, "config": dict, "options": dict, "trainer": dict, "runtime": dict}
 
 
@@ -66,19 +71,9 @@ def checksum(state: Any) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def save(state: dict[str, Any], path: Path, keep_copy_as: Path | None = None) -> None:
-    """Write ``state`` to ``path`` atomically; optionally hard-link the same bytes to ``keep_copy_as``.
+def save(state: dict[str, Any], path: Path, keep_copy_as: Path | None = None, root: Path | None = None) -> None:
+    """Write ``state`` to ``path`` atomically, never through a link below ``root`` (the run folder; default
+    the checkpoint's folder); optionally hard-link the same bytes to ``keep_copy_as`` (in the same folder).
 
     Refuses (``NonFiniteState``) a state whose ``algorithm`` part holds NaN or infinite values.
     """
@@ -88,57 +83,67 @@ def save(state: dict[str, Any], path: Path, keep_copy_as: Path | None = None) ->
         raise NonFiniteState(f"algorithm.{bad} holds NaN or infinite values at step {state.get('step')}")
     payload = {**state, "format": FORMAT}
     payload["checksum"] = checksum(payload)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        if keep_copy_as is not None:
-            keep_copy_as = Path(keep_copy_as)
-            keep_copy_as.unlink(missing_ok=True)
-            os.link(path, keep_copy_as)
-    except (OSError, RuntimeError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed (disk full?)"
-        raise LabError(f"cannot write the checkpoint {path}: {reason}; the previous one is intact.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+        safefs.write_atomically(path, lambda f: torch.save(payload, f), root,
+                                link_copy=None if keep_copy_as is None else Path(keep_copy_as).name)
+    except RuntimeError:                 # torch's writer on a full disk
+        raise LabError(f"cannot write the checkpoint {path}: the write failed (disk full?); "
+                       "the previous one is intact.") from None
+    except safefs.WriteFailed as error:
+        raise LabError(f"cannot write the checkpoint {path}: {error.reason}; the previous one is intact.") from None
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load a checkpoint written by ``save`` onto the CPU: code-free, checksum verified, layout checked."""
+def _check_records(f: BinaryIO, path: Path) -> None:
+    """Refuse, from the archive's directory alone, a file whose records torch would inflate or read past
+    its end: a checkpoint's records are stored, never compressed, and lie inside the file."""
+    try:
+        records = zipfile.ZipFile(f).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        raise LabError(f"checkpoint {path} is corrupt or truncated (it is not a checkpoint archive).") from None
+    size = os.fstat(f.fileno()).st_size
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size > size:
+            raise LabError(f"checkpoint {path} is corrupt: its record {record.filename[:80]!r} declares "
+                           f"{record.file_size:,} bytes{' compressed' if record.compress_type else ''} in a "
+                           f"file of {size:,} (lab writes every record stored, uncompressed).")
+    f.seek(0)
+
+
+def load(path: Path, root: Path | None = None) -> dict[str, Any]:
+    """Load a checkpoint written by ``save`` onto the CPU: never through a link below ``root`` (default: its
+    folder), its records' declared sizes checked before anything is read, code-free, checksum verified,
+    layout checked."""
     path = Path(path)
-    if not path.is_file():
+    if not os.path.lexists(path):
         raise LabError(f"no checkpoint at {path}.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with safefs.opened(path, "rb", root) as f:
+            _check_records(f, path)
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except LabError:
+        raise
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "GLOBAL" not in str(error):       # not a refused import: damaged bytes
+            raise LabError(f"checkpoint {path} is corrupt ({first_line[:160]}).") from None
         raise LabError(f"refusing to load {path}: it holds objects that need arbitrary code to unpickle "
                        f"({first_line[:160]}).") from None
     except MemoryError:
         raise LabError(f"checkpoint {path} is corrupt: it asks for more memory than this machine has.") from None
     except Exception as error:  # an untrusted file can fail torch's reader in any way: one sentence for all
         raise LabError(f"checkpoint {path} is corrupt or truncated ({type(error).__name__}).") from None
-    if not isinstance(state, dict) or state.get("format") not in (FORMAT, _UNCHECKED_FORMAT):
+    if isinstance(state, dict) and state.get("format") == _OLD_FORMAT:
+        raise LabError(f"{path} was written by an older lab ({_OLD_FORMAT}: no checksum, and random streams "
+                       "that meant something else); it cannot be evaluated or resumed faithfully: retrain.")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LabError(f"{path} is not a lab checkpoint (format {FORMAT!r} expected).")
-    if state["format"] == FORMAT:
-        stored = state.pop("checksum", None)
-        if stored != checksum(state):
-            raise LabError(f"checkpoint {path} is corrupt: its contents do not match their checksum "
-                           "(the file was changed or damaged after it was written).")
+    stored = state.pop("checksum", None)
+    if stored != checksum(state):
+        raise LabError(f"checkpoint {path} is corrupt: its contents do not match their checksum "
+                       "(the file was changed or damaged after it was written).")
     for key, kind in REQUIRED.items():
         if not isinstance(state.get(key), kind) or isinstance(state.get(key), bool):
             raise LabError(f"checkpoint {path} is malformed: {key!r} is missing or not a {kind.__name__}.")
     if state["step"] < 0:
         raise LabError(f"checkpoint {path} is malformed: its step is {state['step']}.")
     return state
-
-
-def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files left by a process killed while writing a checkpoint."""
-    for tmp in Path(folder).glob(".*.tmp-*"):
-        tmp.unlink(missing_ok=True)

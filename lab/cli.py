@@ -263,7 +263,7 @@ def cmd_sample(argv: list[str]) -> int:
 
 
 def cmd_export(argv: list[str]) -> int:
-    args = tyro.cli(ExportCommand, args=argv, prog="lab export")
+    args = parse_flags(ExportCommand, argv, "lab export")
     from lab.export import export
     print(f"wrote {export(args.run_dir, args.format, args.checkpoint, args.out)}")
     return 0

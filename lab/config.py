@@ -79,32 +79,45 @@ def from_dict(cls: type, data: dict[str, Any]) -> Any:
     if unknown:
         raise LabError(f"saved config has fields {sorted(unknown)} that {cls.__name__} does not know; "
                        "was the run made by another version of the lab?")
-    kwargs = {name: _restore(hints[name], value) for name, value in data.items()}
+    kwargs = {name: _restore(hints[name], value, name) for name, value in data.items()}
     return cls(**kwargs)
 
 
-def _restore(hint: Any, value: Any) -> Any:
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path"}
+_FITS = {bool: lambda v: type(v) is bool, int: lambda v: type(v) is int, float: lambda v: type(v) in (int, float),
+         str: lambda v: isinstance(v, str), Path: lambda v: isinstance(v, (str, Path))}
+
+
+def _restore(hint: Any, value: Any, name: str) -> Any:
+    """``value`` as the field's type; a value of another type is one sentence naming the field."""
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if value is None:
         return None
     if dataclasses.is_dataclass(hint):
+        _require(isinstance(value, dict), name, "a table of fields", value)
         return from_dict(hint, value)
     if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
-        return _restore(non_none[0], value) if len(non_none) == 1 else value
+        return _restore(non_none[0], value, name) if len(non_none) == 1 else value
     if origin is typing.Literal:
         if value not in args:
-            raise LabError(f"saved value {value!r} is not one of {', '.join(map(repr, args))}.")
+            raise LabError(f"{name} must be one of {', '.join(map(repr, args))}; got {value!r}.")
         return value
     if origin is tuple:
+        _require(isinstance(value, (list, tuple)), name, "a list", value)
         inner = args[0] if args else Any
-        return tuple(_restore(inner, v) for v in value)
-    if hint is Path:
-        return Path(value)
-    if hint is float and isinstance(value, int):
-        return float(value)
+        return tuple(_restore(inner, v, name) for v in value)
+    if hint in _KINDS:
+        _require(_FITS[hint](value), name, _KINDS[hint], value)
+        return float(value) if hint is float else Path(value) if hint is Path else value
     return value
+
+
+def _require(fits: bool, name: str, kind: str, value: Any) -> None:
+    if not fits:
+        shown = repr(value) if len(repr(value)) <= 60 else f"a {type(value).__name__}"
+        raise LabError(f"{name} must be {kind}; got {shown}.")
 
 
 def differences(old: Any, new: Any) -> list[str]:

@@ -10,19 +10,18 @@ named ``<network>.<parameter>`` as in ``state_dict``.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lab import session
+from lab import registry, safefs, session
 from lab.config import to_dict
 from lab.errors import LabError
 from lab.logger import read_metrics
+from lab.rundir import RunDir
 from lab.runtime import unwrap
-
-FORMATS = ("safetensors", "diffusers")
-
 
 def networks(algorithm: Any) -> dict[str, torch.nn.Module]:
     """The ``nn.Module`` attributes of a loaded algorithm, by attribute name: the modules inside wrappers
@@ -43,7 +42,7 @@ def weights(algorithm: Any) -> dict[str, torch.Tensor]:
 def final_metrics(run_path: Path) -> dict[str, float]:
     """The last value of each metric the run logged (evaluation results included)."""
     last: dict[str, float] = {}
-    for row in read_metrics(run_path / "metrics.jsonl"):
+    for row in read_metrics(run_path / "metrics.jsonl", run_path):
         last.update({k: v for k, v in row.items() if isinstance(v, (int, float)) and k != "step" and not k.startswith("time/")})
     return last
 
@@ -58,32 +57,54 @@ def model_card(algo: str, config: dict, step: int, metrics: dict[str, float], fi
 
 
 def export(run_path: Path, fmt: str = "safetensors", which: str = "best", out: Path | None = None) -> Path:
-    """Write the export of a run's checkpoint into ``out`` (default RUN_DIR/export-<format>); returns it."""
-    if fmt not in FORMATS:
-        raise LabError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}.")
-    run, saved, module, runtime, algorithm, step = session._restore(Path(run_path), which, device="cpu")
+    """Write the export of a run's checkpoint into ``out`` (default RUN_DIR/export-<format>); returns it.
+
+    ``safetensors`` works for every run; other formats are what the algorithm's module lists in its
+    ``EXPORTS`` (name -> a function of the loaded algorithm returning {relative path: bytes})."""
+    run = RunDir.open(Path(run_path))
+    saved = run.read_config()
+    exporters = getattr(registry.get(saved.get("algo", "?"))[1], "EXPORTS", {})
+    if fmt != "safetensors" and fmt not in exporters:
+        known = ", ".join(["safetensors", *exporters])
+        raise LabError(f"{saved['algo']} runs export as {known}, not {fmt}.")
+    out, root = _destination(run, fmt, out)
+    run, saved, module, runtime, algorithm, step = session._restore(run.path, which, device="cpu")
     try:
-        out = Path(out) if out is not None else run.path / f"export-{fmt}"
-        if fmt == "diffusers":
-            from generative.diffusion.export import export_diffusers
-            export_diffusers(algorithm, out)
-            files = ["model_index.json", "unet/", "scheduler/"]
-        else:
-            try:
-                from safetensors.torch import save_file
-            except ImportError:
-                raise LabError("--format safetensors needs the safetensors package: pip install safetensors.") from None
-            out.mkdir(parents=True, exist_ok=True)
-            save_file(weights(algorithm), str(out / "model.safetensors"),
-                      metadata={"algo": saved["algo"], "step": str(step)})
-            files = ["model.safetensors"]
-        (out / "config.json").write_text(json.dumps({"algo": saved["algo"], "step": step, "config": saved["config"],
-                                                     "options": saved.get("options", {})}, indent=2) + "\n")
-        card = model_card(saved["algo"], to_dict(algorithm.config), step, final_metrics(run.path), files)
-        (out / "README.md").write_text(card)
-    except OSError as error:
-        raise LabError(f"cannot write the export into {out}: {error.strerror}.") from None
+        files = exporters[fmt](algorithm) if fmt in exporters else {"model.safetensors": _safetensors(
+            algorithm, {"algo": saved["algo"], "step": str(step)})}
+        listed = list(dict.fromkeys(name.split("/")[0] + ("/" if "/" in name else "") for name in files))
+        card = model_card(saved["algo"], to_dict(algorithm.config), step, final_metrics(run.path), listed)
+        files["config.json"] = (json.dumps({"algo": saved["algo"], "step": step, "config": saved["config"],
+                                            "options": saved.get("options", {})}, indent=2) + "\n").encode()
+        files["README.md"] = card.encode()
     finally:
         session._close(algorithm)
         runtime.close()
+    for name, content in files.items():
+        safefs.write_atomically(out / name, content, root)
     return out
+
+
+def _destination(run: RunDir, fmt: str, out: Path | None) -> tuple[Path, Path]:
+    """The folder to write and the root no link below which is followed; an ``out`` that is a run
+    folder (this run's or another's) is refused: its config.json would be overwritten."""
+    if out is None:
+        return run.path / f"export-{fmt}", run.path
+    out = Path(out)
+    if out.resolve() == run.path.resolve() or (os.path.lexists(out / "config.json")
+                                               and os.path.lexists(out / "checkpoints")):
+        raise LabError(f"--out {out} is a run folder; exporting there would overwrite its config.json "
+                       "(pick a new folder, or leave --out out for RUN_DIR/export-FORMAT).")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LabError(f"cannot create {out}: {error.strerror}.") from None
+    return out, out
+
+
+def _safetensors(algorithm: Any, metadata: dict[str, str]) -> bytes:
+    try:
+        from safetensors.torch import save
+    except ImportError:
+        raise LabError("--format safetensors needs the safetensors package: pip install safetensors.") from None
+    return save(weights(algorithm), metadata=metadata)

@@ -8,6 +8,7 @@ folder named by the namespace (``samples/``, ``videos/`` or ``plots/``; others g
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lab import safefs
 from lab.errors import LabError
 from lab.media import Arrays, Image, Video, to_uint8_hwc
 from lab.progress import Progress
@@ -34,27 +36,31 @@ def to_float(value: Any) -> float:
     return float(value)
 
 
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All rows of a metrics.jsonl (an empty list when there is none yet).
+METRICS_LIMIT = 1 << 30
+"""The largest metrics.jsonl read (a billion bytes: millions of rows)."""
+
+
+def read_metrics(path: Path, root: Path | None = None) -> list[dict[str, Any]]:
+    """All rows of a metrics.jsonl (an empty list when there is none yet), read without following a link
+    below ``root`` (the run folder; default: the file's folder) and bounded in size and depth.
 
     A torn last line (a kill or a full disk mid-write) is skipped; any other line that is not a JSON
     object with an integer ``step`` is one ``LabError`` sentence naming the file and the line.
     """
-    try:
-        text = Path(path).read_bytes().decode("utf-8", errors="replace")
-    except FileNotFoundError:
+    data = safefs.read_bytes(path, root, limit=METRICS_LIMIT, missing_ok=True)
+    if data is None:
         return []
-    except OSError as error:
-        raise LabError(f"cannot read {path}: {error.strerror}.") from None
-    complete = text.split("\n")[:-1]             # text after the last newline was never finished
+    complete = data.decode("utf-8", errors="replace").split("\n")[:-1]   # after the last newline: unfinished
     rows = []
     for number, line in enumerate(complete, start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+            row = safefs.parse(line, path)
+        except ValueError:          # not JSON, or an integer of more than 4,300 digits
             raise LabError(f"{path} is corrupt: line {number} is not JSON.") from None
+        except LabError:
+            raise LabError(f"{path} is corrupt: line {number} nests deeper than a metrics row.") from None
         if not isinstance(row, dict) or type(row.get("step")) is not int:
             raise LabError(f"{path} is corrupt: line {number} is not a metrics row with an integer step.")
         rows.append(row)
@@ -71,29 +77,34 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _drop_torn_tail(path: Path) -> None:
+def _drop_torn_tail(path: Path, root: Path) -> None:
     """Cut an unfinished last line (a kill or a full disk mid-write) so the next row starts cleanly."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return
-    if data and not data.endswith(b"\n"):
-        os.truncate(path, data.rfind(b"\n") + 1)
+    with safefs.opened(path, "r+b", root) as f:
+        end = f.seek(0, os.SEEK_END)
+        position = end
+        while position > 0:                      # back from the end, a block at a time, to the last newline
+            start = max(0, position - (1 << 16))
+            f.seek(start)
+            block = f.read(position - start)
+            if position == end and block.endswith(b"\n"):
+                return
+            if b"\n" in block:
+                f.truncate(start + block.rfind(b"\n") + 1)
+                return
+            position = start
+        f.truncate(0)
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Write a file through a temporary file, fsync and rename: a kill leaves the old or the new file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as error:
-        raise LabError(f"cannot write {path}: {error.strerror}.") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+def _replace_atomically(path: Path, root: Path, write) -> None:
+    """Write a text file through a temporary file, fsync and rename: a kill leaves the old or the new file."""
+    def write_text(f) -> None:
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        write(text)
+        text.flush()
+        text.detach()
+    safefs.write_atomically(path, write_text, root)
 
 
 class Logger:
@@ -113,11 +124,12 @@ class Logger:
             self._progress = Progress(total_steps, "train", unit="step", initial=start_step, leave=run is not None)
         if run is None:
             return
+        existing = read_metrics(run.metrics_file, run.path)     # validated before anything is touched
+        safefs.remove_temporaries(run.path, run.path)          # left by a process killed mid-rewrite
         try:
-            _drop_torn_tail(run.metrics_file)
+            _drop_torn_tail(run.metrics_file, run.path)
         except OSError as error:
             raise LabError(f"cannot repair {run.metrics_file}: {error.strerror}.") from None
-        existing = read_metrics(run.metrics_file)
         for row in existing:
             self._columns += [k for k in row if k not in self._columns]
         if not tensorboard:
@@ -142,8 +154,8 @@ class Logger:
             if source is not None:
                 row[SOURCE] = source
             try:
-                with open(self.run.metrics_file, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                with safefs.opened(self.run.metrics_file, "ab", self.run.path) as f:
+                    f.write((json.dumps(row) + "\n").encode())
                 self._write_csv(row)
             except OSError as error:
                 raise LabError(f"cannot append to {self.run.metrics_file}: {error.strerror}.") from None
@@ -157,16 +169,15 @@ class Logger:
     def _save_media(self, step: int, key: str, value) -> Path:
         namespace, _, name = key.rpartition("/")
         folder = self.run.path / (namespace if namespace in _MEDIA_FOLDERS else "samples")
-        folder.mkdir(exist_ok=True)
+        suffix, content = value.encode()
+        taken = {n.rsplit(".", 1)[0] for n in safefs.names(folder, self.run.path, create=True)}
         stem = (name or namespace).replace("/", "-")
         base = f"{stem}-step{step:08d}"
         name, copy = base, 2
-        while any(folder.glob(f"{name}.*")):   # never overwrite: a later `lab sample` gets its own file
+        while name in taken:   # never overwrite: a later `lab sample` gets its own file
             name, copy = f"{base}-{copy}", copy + 1
-        try:
-            path = value.save(folder / name)
-        except OSError as error:
-            raise LabError(f"cannot write {folder / name}: {error.strerror}.") from None
+        path = folder / f"{name}{suffix}"
+        safefs.create_new(path, content, self.run.path)
         if self._tb is not None and isinstance(value, Image):
             self._tb.add_image(key, value.pixels(), step, dataformats="HWC")
         if self._tb is not None and isinstance(value, Video):
@@ -191,16 +202,18 @@ class Logger:
     def _write_csv(self, row: dict[str, Any]) -> None:
         csv_path = self.run.path / "metrics.csv"
         new = [k for k in row if k not in self._columns]
-        if new or not csv_path.exists():
+        if new or not os.path.lexists(csv_path):
             self._columns += new
             self.rewrite_csv()
             return
-        with open(csv_path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self._columns).writerow(row)
+        line = io.StringIO(newline="")
+        csv.DictWriter(line, fieldnames=self._columns).writerow(row)
+        with safefs.opened(csv_path, "ab", self.run.path) as f:
+            f.write(line.getvalue().encode())
 
     def rewrite_csv(self) -> None:
         """Regenerate metrics.csv from metrics.jsonl (new columns appeared, or the log was truncated)."""
-        rows = read_metrics(self.run.metrics_file)
+        rows = read_metrics(self.run.metrics_file, self.run.path)
         for row in rows:
             self._columns += [k for k in row if k not in self._columns]
 
@@ -208,15 +221,15 @@ class Logger:
             writer = csv.DictWriter(f, fieldnames=self._columns)
             writer.writeheader()
             writer.writerows(rows)
-        _replace_atomically(self.run.path / "metrics.csv", write)
+        _replace_atomically(self.run.path / "metrics.csv", self.run.path, write)
 
     def truncate_after(self, step: int) -> int:
         """Drop rows logged after ``step`` (work a resume redoes); returns how many were dropped. The log
         is replaced atomically: a kill mid-rewrite leaves the old or the new one, whole."""
-        rows = read_metrics(self.run.metrics_file)
+        rows = read_metrics(self.run.metrics_file, self.run.path)
         kept = [r for r in rows if r["step"] <= step]
         if len(kept) != len(rows):
-            _replace_atomically(self.run.metrics_file, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept))
+            _replace_atomically(self.run.metrics_file, self.run.path, lambda f: f.writelines(json.dumps(r) + "\n" for r in kept))
             self.rewrite_csv()
         return len(rows) - len(kept)
 

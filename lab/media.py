@@ -5,7 +5,9 @@ An algorithm never opens files: it returns ``{"samples/grid": Image(array)}`` fr
 """
 from __future__ import annotations
 
+import io
 import math
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +54,20 @@ class Image:
         """The picture as it is saved: uint8 HWC, enlarged by ``readable``."""
         return readable(to_uint8_hwc(self.array))
 
-    def save(self, path: Path) -> Path:
+    def encode(self) -> tuple[str, bytes]:
+        """(suffix, the file's bytes): a PNG."""
         from PIL import Image as PILImage
         pixels = self.pixels()
         mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
-        path = path.with_suffix(".png")
-        PILImage.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode).save(path)
+        out = io.BytesIO()
+        PILImage.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode).save(out, format="PNG")
+        return ".png", out.getvalue()
+
+    def save(self, path: Path) -> Path:
+        """Write the PNG at ``path`` (a path the caller chose, outside any run folder)."""
+        suffix, content = self.encode()
+        path = Path(path).with_suffix(suffix)
+        path.write_bytes(content)
         return path
 
 
@@ -68,20 +78,26 @@ class Video:
     frames: object
     fps: int = 30
 
-    def save(self, path: Path) -> Path:
+    def encode(self) -> tuple[str, bytes]:
+        """(suffix, the file's bytes): an MP4 (through a private temporary folder: ffmpeg writes to a path),
+        else an animated GIF."""
         frames = [to_uint8_hwc(f) for f in self.frames]
         try:
             import imageio.v2 as imageio
             import imageio_ffmpeg  # noqa: F401  (only checks that the MP4 writer is there)
-            path = path.with_suffix(".mp4")
-            imageio.mimwrite(path, [f if f.shape[-1] == 3 else np.repeat(f[..., :1], 3, -1) for f in frames],
-                             fps=self.fps, macro_block_size=1)
         except ImportError:
             from PIL import Image as PILImage
-            path = path.with_suffix(".gif")
             pil = [PILImage.fromarray(f[..., 0] if f.shape[-1] == 1 else f[..., :3]) for f in frames]
-            pil[0].save(path, save_all=True, append_images=pil[1:], duration=max(1, round(1000 / self.fps)), loop=0)
-        return path
+            out = io.BytesIO()
+            pil[0].save(out, format="GIF", save_all=True, append_images=pil[1:],
+                        duration=max(1, round(1000 / self.fps)), loop=0)
+            return ".gif", out.getvalue()
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "video.mp4"
+            imageio.mimwrite(path, [f if f.shape[-1] == 3 else np.repeat(f[..., :1], 3, -1) for f in frames],
+                             fps=self.fps, macro_block_size=1)
+            return ".mp4", path.read_bytes()
+
 
 
 def image_grid(images, nrow: int | None = None, pad: int = 1) -> np.ndarray:
@@ -126,8 +142,9 @@ class Arrays:
     """Named arrays (for example raw samples and their labels), saved together as one ``.npz``."""
     arrays: dict
 
-    def save(self, path: Path) -> Path:
-        path = path.with_suffix(".npz")
-        np.savez_compressed(path, **{k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
-                                     for k, v in self.arrays.items()})
-        return path
+    def encode(self) -> tuple[str, bytes]:
+        """(suffix, the file's bytes): a compressed ``.npz``."""
+        out = io.BytesIO()
+        np.savez_compressed(out, **{k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+                                    for k, v in self.arrays.items()})
+        return ".npz", out.getvalue()

@@ -9,6 +9,7 @@ redone rows replaced the dropped ones); rows a command appended later (``lab eva
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 
+from lab import safefs
 from lab.errors import LabError
 from lab.logger import SOURCE, read_metrics
 from lab.rundir import RunDir
@@ -169,10 +171,16 @@ def plot_runs(paths: list[Path], metrics: list[str] | None = None, out: Path | N
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(out) if out is not None else _default_out(runs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
     plt.close(fig)
+    out, root = (Path(out), None) if out is not None else _default_out(runs)
+    if root is None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LabError(f"cannot create {out.parent}: {error.strerror}.") from None
+    safefs.write_atomically(out, image.getvalue(), root)
     return out
 
 
@@ -199,7 +207,7 @@ def run_folders(path: Path) -> list[Path]:
 
 def _open(path: Path) -> Run:
     run = RunDir.open(path)
-    return Run(run.path, run.read_config(), read_metrics(run.metrics_file))
+    return Run(run.path, run.read_config(), read_metrics(run.metrics_file, run.path))
 
 
 def _choose_metrics(runs: list[Run], metrics: list[str] | None) -> list[str]:
@@ -228,7 +236,8 @@ def _draw(ax, curve: Curve, how: Aggregate) -> None:
         ax.scatter(*curve.points, marker="D", s=30, color=color, zorder=3, label=f"{curve.label}: lab eval")
 
 
-def _default_out(runs: list[Run]) -> Path:
+def _default_out(runs: list[Run]) -> tuple[Path, Path | None]:
+    """Where the PNG goes and the run folder it must not leave (None: a folder of runs, not a run)."""
     if len(runs) == 1:
-        return runs[0].path / "plots" / "curves.png"
-    return Path(runs[0].path).parent / f"curves-{dt.datetime.now():%Y%m%d-%H%M%S}.png"
+        return runs[0].path / "plots" / "curves.png", runs[0].path
+    return Path(runs[0].path).parent / f"curves-{dt.datetime.now():%Y%m%d-%H%M%S}.png", None

@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from lab import registry
+from lab import registry, safefs
 from lab.config import from_dict, to_dict
 from lab.errors import LabError
 
@@ -69,12 +69,12 @@ def read_config_file(path: Path, algo: str) -> tuple[dict[str, Any], dict[str, A
     """(config fields, run options) from a ``--config`` file: a run's config.json (to rerun an
     experiment; its run folder is not reused) or a flat JSON / TOML table of fields."""
     path = Path(path)
-    try:
-        text = path.read_bytes()
-        data = tomllib.loads(text.decode()) if path.suffix == ".toml" else json.loads(text)
-    except OSError as error:
-        raise LabError(f"cannot read the config file {path}: {error.strerror}.") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+    if not path.exists():
+        raise LabError(f"cannot read the config file {path}: there is no such file.")
+    try:      # the user's own path: a link to it is followed, a FIFO or device refused, the size bounded
+        text = safefs.read_bytes(path.resolve())
+        data = safefs.parse(text.decode(), path, tomllib.loads if path.suffix == ".toml" else json.loads)
+    except ValueError as error:      # not UTF-8, not JSON / TOML, or an integer of more than 4,300 digits
         raise LabError(f"the config file {path} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'} "
                        f"({type(error).__name__}).") from None
     if not isinstance(data, dict):
@@ -104,5 +104,8 @@ def base_config(algo: str, module, preset: str | None, config_file: Path | None)
     if unknown:
         raise LabError(f"{source} sets {unknown[0]!r}, which is not a field of {algo} "
                        f"(its fields: {', '.join(sorted(known))}).")
-    config = from_dict(module.Config, {**to_dict(module.Config()), **fields})
-    return config, from_dict(RunOptions, {**to_dict(RunOptions()), **options})
+    try:
+        config = from_dict(module.Config, {**to_dict(module.Config()), **fields})
+        return config, from_dict(RunOptions, {**to_dict(RunOptions()), **options})
+    except LabError as error:
+        raise LabError(f"{source}: {error}") from None

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from lab import checkpoint, registry
+from lab import checkpoint, registry, safefs
 from lab.config import differences, from_dict, to_dict
 from lab.errors import LabError
 from lab.logger import Logger, to_float
@@ -99,14 +99,15 @@ def load_run(path: Path, which: str = "last", lock: bool = False) -> tuple[RunDi
     _, module = registry.get(saved["algo"])
     config = _config_from(module.Config, saved["config"], run.config_file)
     options = _config_from(RunOptions, saved.get("options", {}), run.config_file)
-    ckpt_path = {"last": run.last_checkpoint, "best": run.best_checkpoint}.get(which, Path(which))
-    if which == "best" and not ckpt_path.exists():
+    ckpt_path = {"last": run.last_checkpoint, "best": run.best_checkpoint}.get(which, Path(which).resolve())
+    root = run.path if which in ("last", "best") else None     # a path the user named may be a link
+    if which == "best" and not safefs.lexists(ckpt_path, root):
         ckpt_path = run.last_checkpoint
-    if not ckpt_path.exists() and not ckpt_path.is_symlink():
+    if not safefs.lexists(ckpt_path, root):
         if which == "last" and lock:
             return run, saved, module, config, options, None
         raise LabError(f"{path} has no checkpoint yet ({ckpt_path.name} is missing); nothing to load.")
-    state = checkpoint.load(ckpt_path)
+    state = checkpoint.load(ckpt_path, root)
     if state["algo"] != saved["algo"]:
         raise LabError(f"{ckpt_path} belongs to {state['algo']!r} but {run.config_file} says {saved['algo']!r}.")
     saved_in_ckpt = _config_from(module.Config, state["config"], ckpt_path)
@@ -161,7 +162,7 @@ def resume(path: Path, total_steps: int | None = None, device: str | None = None
                 _load_algorithm_state(algorithm, state, str(run.last_checkpoint), for_use=False)
                 runtime.load_state_dict(state["runtime"])
             if runtime.is_main:
-                checkpoint.remove_stale_temporaries(run.checkpoints)
+                safefs.remove_temporaries(run.checkpoints, run.path)
                 dropped = Logger(run, progress=False, tensorboard=False).truncate_after(step)
                 if config.total_steps != saved["config"].get("total_steps"):
                     saved["config"]["total_steps"] = config.total_steps

@@ -163,6 +163,8 @@ class Trainer:
                     self.elapsed = time.perf_counter() - started
                     self.cpu_elapsed = time.process_time() - cpu_started
                     self._save(step, self.run.last_checkpoint if self.run else None)
+                    if self.run is not None and not stopping:
+                        self.run.write_status("running", step)     # `lab list runs` shows how far it got
                 if stopping:
                     break
         except (NonFiniteMetric, checkpoint.NonFiniteState) as error:
@@ -201,7 +203,7 @@ class Trainer:
     def _last_good_hint(self) -> str:
         if self.run is None or not self.run.last_checkpoint.exists():
             return "No checkpoint had been written yet."
-        saved = checkpoint.load(self.run.last_checkpoint)["step"]
+        saved = checkpoint.load(self.run.last_checkpoint, self.run.path)["step"]
         return f"The last good checkpoint (step {saved}) is {self.run.last_checkpoint}."
 
     def _warn_if_learning_never_starts(self, logger: Logger) -> None:
@@ -270,7 +272,7 @@ class Trainer:
         if self.runtime.is_main and path is not None:
             keep = (self.run.checkpoints / f"step-{step}.pt"
                     if self.options.keep_checkpoints and path == self.run.last_checkpoint else None)
-            checkpoint.save(state, path, keep_copy_as=keep)
+            checkpoint.save(state, path, keep_copy_as=keep, root=self.run.path)
         if collective:
             self.runtime.barrier()
 

@@ -53,3 +53,19 @@ def lab_subprocess_env() -> dict:
 @pytest.fixture
 def lab():
     return run_lab
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 20):
+    """Fail (TimeoutError) instead of blocking forever: for readers that a FIFO would hang."""
+    import signal
+
+    def hung(signum, frame):
+        raise TimeoutError(f"still blocked after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

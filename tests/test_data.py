@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import no_hang
 from generative import data
 from lab.errors import LabError
 
@@ -127,6 +128,19 @@ def test_a_malformed_cifar_batch_gets_one_sentence(tmp_path, monkeypatch, payloa
         data.read_cifar_batch(tmp_path / "batch")
 
 
+class _HugeArray:
+    """What the pickle of an array says first: build an empty array of this shape (10^12 elements)."""
+
+    def __reduce__(self):
+        return np._core.multiarray._reconstruct, (np.ndarray, (10 ** 12,), b"b")
+
+
+def test_a_cifar_batch_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
+    write_cifar_batch(tmp_path / "batch", {b"data": _HugeArray(), b"labels": [0]})
+    with pytest.raises(LabError, match="declares an array of 1,000,000,000,000 elements"):
+        data.read_cifar_batch(tmp_path / "batch")
+
+
 def test_random_bytes_as_a_cifar_batch_get_one_sentence(tmp_path):
     (tmp_path / "batch").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     with pytest.raises(LabError, match="batch"):
@@ -221,3 +235,14 @@ def test_image_sets_expose_their_discrete_levels():
     assert binary.levels == 2 and set(binary.images.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(binary.images, digits.binarized().images)   # one fixed draw, shared by every model
     assert load_images("digits", "test", size=16).levels is None  # interpolated: no longer discrete
+
+
+@pytest.mark.parametrize("name", ["data_batch_1", "train-images-idx3-ubyte.gz"])
+def test_a_data_file_that_is_a_fifo_or_a_device_is_refused_not_read(tmp_path, name):
+    os.mkfifo(tmp_path / name)
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    reader = data.read_cifar_batch if name.startswith("data") else data.read_idx
+    with no_hang():                       # a reader that opens the FIFO blocks: the test fails, not hangs
+        for path in (tmp_path / name, tmp_path / "zero"):
+            with pytest.raises(LabError, match="not a regular file"):
+                reader(path)

@@ -42,6 +42,19 @@ def test_a_bad_export_request_is_one_sentence(tmp_path, lab_cli):
     assert not (run.path / "export-diffusers").exists()
 
 
+def test_export_refuses_formats_flags_and_folders_that_do_not_apply(tmp_path, lab_cli):
+    from test_reliability import assert_one_line_error, snapshot
+    run = lab.train("toy", total_steps=10, run_dir=tmp_path / "toy", **FAST)
+    other = lab.train("toy", total_steps=10, run_dir=tmp_path / "other", seed=1, device="cpu")
+    before, others = snapshot(run.path), snapshot(other.path)
+    assert_one_line_error(lab_cli("export", run.path, "--format", "diffusers"), "toy runs export as safetensors")
+    assert_one_line_error(lab_cli("export", run.path, "--bogus", "1"), "--bogus", "lab export --help")
+    assert_one_line_error(lab_cli("export", run.path, "--format", "onnx"), "onnx")
+    for out in (run.path, other.path, tmp_path / "toy" / "."):
+        assert_one_line_error(lab_cli("export", run.path, "--out", out), "is a run folder")
+    assert snapshot(run.path) == before and snapshot(other.path) == others
+
+
 def test_a_diffusers_export_draws_the_same_samples_from_the_same_seed(tmp_path):
     diffusers = pytest.importorskip("diffusers")
     pytest.importorskip("safetensors")
@@ -52,8 +65,10 @@ def test_a_diffusers_export_draws_the_same_samples_from_the_same_seed(tmp_path):
     with torch.no_grad():                       # weights far from their zero init, so every layer counts
         for p in pipe.algorithm.ema.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=generator))
-    from generative.diffusion.export import export_diffusers
-    export_diffusers(pipe.algorithm, tmp_path / "hf")
+    from generative.diffusion.export import diffusers_files
+    for name, content in diffusers_files(pipe.algorithm).items():
+        (tmp_path / "hf" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "hf" / name).write_bytes(content)
     ours = pipe(n=3, seed=7, sampler="ddpm")
     theirs = diffusers.DDPMPipeline.from_pretrained(tmp_path / "hf")(
         batch_size=3, generator=torch.Generator().manual_seed(7), num_inference_steps=40, output_type="np").images

@@ -115,3 +115,11 @@ def test_algorithms_hold_the_resolved_config(algo):
         assert by_hand.config == resolved
     finally:
         _close(by_hand)
+
+
+@pytest.mark.parametrize("algo", list(registry.ALGORITHMS))
+def test_export_formats_are_declared_by_the_module(algo):
+    """`lab export` learns the formats beyond safetensors from the module's EXPORTS, never by guessing."""
+    exports = getattr(registry.get(algo)[1], "EXPORTS", {})
+    assert isinstance(exports, dict) and "safetensors" not in exports
+    assert all(isinstance(name, str) and callable(make) for name, make in exports.items())

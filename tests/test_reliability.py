@@ -194,6 +194,8 @@ def test_a_second_writer_is_refused_and_a_killed_one_leaves_no_stale_lock(tmp_pa
         _wait_for(run / "metrics.jsonl", trainer)
         assert_one_line_error(lab("resume", run, "--total-steps", 20_000_000), "in use by process", str(trainer.pid))
         assert_one_line_error(lab(*TOY, "--run-dir", run), "in use by process", str(trainer.pid))
+        (run / ".lock").unlink()           # the lock is on the folder itself: deleting the PID file frees nothing
+        assert_one_line_error(lab("resume", run, "--total-steps", 20_000_000), "in use by process")
         from lab.rundir import RunDir
         assert RunDir(run).status()["state"] == "running"
     finally:

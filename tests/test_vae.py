@@ -246,3 +246,20 @@ def test_bad_input_is_one_clear_line(lab, tmp_path, argv, words):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("lab: error: ") and words in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluation_passes_hold_no_more_than_the_default_on_28x28_images():
+    """The pairs decoded per pass shrink with the image and the net, so a CIFAR-10 evaluation (9.0 GB peak
+    with all 32,768 pairs at once) holds no wider activation than the default conv net on MNIST does."""
+    from types import SimpleNamespace
+
+    from generative.vae.algo import PASS_FLOATS, Algorithm, Config, EvalOptions
+    default = EvalOptions().batch_size
+
+    def pairs(shape, **fields):
+        return Algorithm._pairs_per_pass(SimpleNamespace(config=Config(**fields), shape=shape), default)
+    assert pairs((1, 28, 28)) == default == PASS_FLOATS // (16 * 784)
+    assert pairs((1, 28, 28), net="mlp") == default                     # 512 hidden units: far below the bound
+    for shape, channels in (((3, 32, 32), 16), ((1, 28, 28), 64)):
+        assert pairs(shape, conv_channels=channels) * channels * math.prod(shape) <= PASS_FLOATS
+        assert pairs(shape, conv_channels=channels) < default

@@ -33,6 +33,7 @@ from lab.presets import fill_unset
 from lab.runtime import Runtime, unwrap
 from generative.data import (DATASETS, NATIVE_SHAPE, TOY_DATASETS, BatchIterator, check_dataset, level_indices,
                              load_images, toy_distribution)
+from generative.diffusion.export import diffusers_files
 from generative.diffusion.bound import reverse_step, step_term, variational_bound
 from generative.diffusion.mlp import MLPDenoiser
 from generative.diffusion.sampler import SAMPLERS, VARIANCES, SamplerName, Variance, ddim_sample, ddpm_sample, guided
@@ -154,6 +155,10 @@ class Config:
         if self.data not in TOY_DATASETS and filled.image_size is None:
             filled = dataclasses.replace(filled, image_size=NATIVE_SHAPE[self.data][-1])
         return filled
+
+
+EXPORTS = {"diffusers": diffusers_files}
+"""`lab export --format diffusers`: the files of a diffusers DDPMPipeline folder."""
 
 
 @dataclass(frozen=True)
@@ -379,7 +384,8 @@ class Algorithm:
         """n samples from the EMA model (images in [0, 1], toys as points), in batches of ``batch``;
         returns (samples, frames of sample 0 from x_T to x_0 mapped like the samples, or None)."""
         T = self.schedule.num_steps
-        require_batch(n, 3 * 4 * math.prod(self.shape), "--n", self.rt.device)   # samples, host copy, media
+        # the batches, their concatenation, [0, 1] copies, the host copy and the .npz of lab sample's media
+        require_batch(n, 6 * 4 * math.prod(self.shape), "--n", self.rt.device)
         require(steps <= T, f"--steps must be at most the run's {T} diffusion steps, got {steps}.")
         steps = steps or (T if sampler == "ddpm" else min(50, T))
         device = self.rt.device
@@ -422,7 +428,9 @@ class Algorithm:
         if options is None:
             options = (EvalOptions(n=self.config.eval_samples, steps=min(50, self.schedule.num_steps))
                        if during_training else EvalOptions())
-        from generative.metrics import score_images, score_toy   # the scoring classifier loads only when evaluating
+        from generative.metrics import require_scorable, score_images, score_toy   # the classifier loads when evaluating
+        if not self.is_toy:
+            require_scorable(options.n, self.shape, self.rt.device)
         labels = self._labels(options.n, None, options.guidance)
         samples, _ = self.generate(options.n, sampler=options.sampler, steps=options.steps, eta=options.eta,
                                    labels=labels, guidance=options.guidance, seed=options.seed)

@@ -10,7 +10,6 @@ plus the split of the fused q/k/v convolution into diffusers' three projections.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -121,21 +120,23 @@ def check_exportable(algorithm: Any) -> list[int]:
     return channels
 
 
-def export_diffusers(algorithm: Any, out: Path) -> None:
-    """Write ``out/model_index.json``, ``out/unet/`` (config + EMA weights) and ``out/scheduler/``."""
+def diffusers_files(algorithm: Any) -> dict[str, bytes]:
+    """The files of a diffusers folder by relative path: ``model_index.json``, ``unet/`` (config + EMA
+    weights) and ``scheduler/`` (the caller writes them)."""
     channels = check_exportable(algorithm)
     try:
-        from safetensors.torch import save_file
+        from safetensors.torch import save
     except ImportError:
         raise LabError("--format diffusers needs the safetensors package: pip install safetensors.") from None
     config = algorithm.config
-    out = Path(out)
-    (out / "unet").mkdir(parents=True, exist_ok=True)
-    (out / "scheduler").mkdir(exist_ok=True)
-    (out / "model_index.json").write_text(json.dumps(
-        {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"],
-         "scheduler": ["diffusers", "DDPMScheduler"]}, indent=2) + "\n")
-    (out / "unet" / "config.json").write_text(json.dumps(unet_config(config, algorithm.shape[0], channels), indent=2) + "\n")
-    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(scheduler_config(config), indent=2) + "\n")
-    save_file(unet_weights(algorithm.ema, len(config.channel_mults), config.res_blocks),
-              str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+
+    def as_json(value: dict[str, Any]) -> bytes:
+        return (json.dumps(value, indent=2) + "\n").encode()
+    return {
+        "model_index.json": as_json({"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"],
+                                     "scheduler": ["diffusers", "DDPMScheduler"]}),
+        "unet/config.json": as_json(unet_config(config, algorithm.shape[0], channels)),
+        "scheduler/scheduler_config.json": as_json(scheduler_config(config)),
+        "unet/diffusion_pytorch_model.safetensors": save(unet_weights(algorithm.ema, len(config.channel_mults),
+                                                                      config.res_blocks)),
+    }

@@ -216,6 +216,9 @@ class EvalOptions:
     drs_quantile: float | None = None
     """Discriminator rejection sampling's quantile (default: the run's --drs-quantile; 0: off)."""
 
+    def __post_init__(self):
+        non_negative(self, "n")
+
 
 @dataclass(frozen=True)
 class SampleOptions:
@@ -434,6 +437,7 @@ class Algorithm:
     def evaluate(self, options: EvalOptions | None = None, *, during_training: bool = False) -> dict:
         options = options or EvalOptions()
         n = options.n if options.n > 0 else self.config.eval_samples
+        self._require_memory(n)
         rng = torch.Generator(self.rt.device).manual_seed(self.rt.derive_seed("eval", per_rank=False))   # same latents
         z = truncated_normal((n, self.config.latent_dim), None, rng, self.rt.device)
         labels = self._labels(n)
@@ -467,6 +471,12 @@ class Algorithm:
             results["videos/training"] = Video(frames, fps=2)
         return results
 
+    def _require_memory(self, n: int) -> None:
+        """Refuse ``--n`` before drawing when the generator's activations for all n at once (about hidden x
+        depth floats a sample on the toys, channels x pixels on images: more than scoring them takes) cannot fit."""
+        per_sample = self.config.hidden * self.config.generator_depth if self.toy else self.config.channels * self.pixels
+        require_batch(n, 4 * 4 * per_sample, "--n", self.rt.device)
+
     @torch.no_grad()
     def sample(self, options: SampleOptions | None = None) -> dict:
         options = options or SampleOptions()
@@ -477,9 +487,7 @@ class Algorithm:
             require(self.num_classes > 0, "--label needs a conditional run (trained with --conditional).")
             require(0 <= options.label < self.num_classes,
                     f"--label must be in [0, {self.num_classes - 1}], got {options.label}.")
-        # the generator's activations for all n at once: about hidden x depth (toys) or channels x pixels floats
-        per_sample = self.config.hidden * self.config.generator_depth if self.toy else self.config.channels * self.pixels
-        require_batch(options.n, 4 * 4 * per_sample, "--n", self.rt.device)
+        self._require_memory(options.n)
         quantile = self._drs_quantile(options.drs_quantile)
         rng = torch.Generator(self.rt.device).manual_seed(options.seed)
         if quantile > 0:

@@ -11,6 +11,7 @@ upward at small counts: ``eval/fid_real`` gives the score of real images at that
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
@@ -24,6 +25,7 @@ from generative.metrics.inception_score import inception_score
 from generative.metrics.knn import memorization_ratio, nearest, precision_recall
 from generative.metrics.toy import high_quality_share, modes_captured, reference_points
 from lab.errors import LabError
+from lab.memory import require_batch
 from lab.media import Image, labelled_grid
 
 __all__ = ["score_images", "score_toy", "memorization_grid", "frechet_distance", "frechet_distance_of",
@@ -44,6 +46,14 @@ def reference_images(data: str, split: str, data_dir=None, device="cpu") -> torc
     """A real split's images at native size, on ``device``, loaded once per process."""
     return _cached(("images", data, split, str(data_dir), str(device)),
                    lambda: load_images(data, split, data_dir).images.to(device))
+
+
+def require_scorable(n: int, shape: tuple[int, ...], device) -> None:
+    """Refuse, before any sample is drawn, ``--n`` images of ``shape`` whose scoring cannot fit in memory:
+    ``score_images`` holds each sample as drawn, on the device, at native size and clamped (float copies of
+    its pixels, counted 6 times with the drawing's own), with its features and softmax (at most the 2,048 +
+    1,008 of Inception) and those of as many training images."""
+    require_batch(n, 6 * 4 * math.prod(shape) + 2 * 4 * 3072, "--n", device)
 
 
 def is_splits(n: int) -> int:

@@ -164,7 +164,8 @@ class Algorithm:
                    "samples/grid": samples_grid(enlarged(samples), nrow=8)}
         options = options or (None if during_training else EvalOptions())
         if not during_training and options.scores:
-            from generative.metrics import memorization_grid, score_images
+            from generative.metrics import memorization_grid, require_scorable, score_images
+            require_scorable(options.n, self.shape, self.rt.device)
             samples, labels = self.generate(options.n, options.seed, None)
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir, labels=labels,
                                         device=self.rt.device))
@@ -186,6 +187,8 @@ class Algorithm:
     def generate(self, n: int, seed: int, label: int | None, progress=None
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(n images in [0, 1], their labels or None), drawn from the model."""
+        # every row of all n images at once: about channels x pixels floats per image in each layer
+        require_batch(n, 4 * 4 * self.config.channels * math.prod(self.shape), "--n", self.rt.device)
         labels = self._labels(n, label)
         unwrap(self.model).eval()
         generator = torch.Generator(self.rt.device).manual_seed(seed)
@@ -196,8 +199,6 @@ class Algorithm:
 
     def sample(self, options: SampleOptions | None = None) -> dict:
         options = options or SampleOptions()
-        # every row of all n images at once: about channels x pixels floats per image in each layer
-        require_batch(options.n, 4 * 4 * self.config.channels * math.prod(self.shape), "--n", self.rt.device)
         with Progress(total=self.shape[1], what="sampling", unit="row", leave=False) as bar:
             images, labels = self.generate(options.n, options.seed, options.label,
                                            lambda done, total: bar.update_to(done))

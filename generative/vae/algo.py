@@ -43,6 +43,11 @@ from lab.runtime import Runtime, unwrap
 
 TRAINING_EVAL_K = 16
 """Importance samples per test image in the evaluations during training (``lab eval`` takes --k)."""
+PASS_FLOATS = 32768 * 16 * 784
+"""The widest activation one evaluation pass may hold, in floats (1.6 GB): what the default --batch-size of
+pairs takes with the default 16-channel conv net on 28x28 images. Larger images or wider nets decode fewer
+pairs at once (CIFAR-10: a quarter), so they peak no higher: a CIFAR-10 end-of-run evaluation peaked at
+9.0 GB with all 32,768 pairs in one pass, 3.3 GB with this bound (1.3 GB of it held before evaluating)."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,8 @@ class Algorithm:
         options = options or (EvalOptions(k=TRAINING_EVAL_K) if during_training else EvalOptions())
         self.vae.eval()
         generator = torch.Generator(self.rt.device).manual_seed(options.seed)
-        bounds = log_likelihood_bounds(self.vae, self.test_x, options.k, options.batch_size, generator)
+        bounds = log_likelihood_bounds(self.vae, self.test_x, options.k, self._pairs_per_pass(options.batch_size),
+                                       generator)
         results = {
             "eval/neg_elbo": -bounds["elbo"].mean().item(),
             "eval/reconstruction": -bounds["reconstruction"].mean().item(),
@@ -220,7 +226,8 @@ class Algorithm:
         if self.config.latent_dim == 2:
             results["plots/latent_map"] = self._latent_map()
         if final and options.scores:
-            from generative.metrics import memorization_grid, score_images
+            from generative.metrics import memorization_grid, require_scorable, score_images
+            require_scorable(options.n, self.shape, self.rt.device)
             samples = torch.cat([self.vae.sample(min(1000, n), generator)
                                  for n in range(options.n, 0, -1000)])
             results.update(score_images(samples, self.config.data, data_dir=self.config.data_dir,
@@ -230,10 +237,19 @@ class Algorithm:
         self.vae.train()
         return results
 
+    def _pairs_per_pass(self, batch_size: int) -> int:
+        """``batch_size`` (image, latent) pairs, fewer where one pair's widest activation is larger."""
+        width = self.config.conv_channels if self.config.net == "conv" else self.config.mlp_hidden
+        floats = width * math.prod(self.shape) if self.config.net == "conv" else width + math.prod(self.shape)
+        return max(1, min(batch_size, PASS_FLOATS // floats))
+
+    def _posterior_means(self) -> torch.Tensor:
+        """E_q[z|x] of every test image, encoded in passes of at most ``_pairs_per_pass`` images."""
+        return torch.cat([self.vae.encoder(x)[0] for x in self.test_x.split(self._pairs_per_pass(len(self.test_x)))])
+
     def _active_units(self) -> int:
         """Latent dimensions the model uses: Cov_x(E_q[z]) > 0.01 (Burda et al., 2016)."""
-        mu, _ = self.vae.encoder(self.test_x)
-        return int((mu.var(0) > 0.01).sum().item())
+        return int((self._posterior_means().var(0) > 0.01).sum().item())
 
     def _reconstructions(self, n: int = 32):
         """Columns of test images: the gray image, the binary image drawn from it and encoded (Bernoulli
@@ -263,7 +279,7 @@ class Algorithm:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        mu = self.vae.encoder(self.test_x)[0].cpu().numpy()
+        mu = self._posterior_means().cpu().numpy()
         figure, axis = plt.subplots(figsize=(5, 4.5), dpi=100)
         points = axis.scatter(mu[:, 0], mu[:, 1], c=self.test_labels.numpy(), cmap="tab10", s=6,
                               vmin=-0.5, vmax=self.num_classes - 0.5)
