@@ -42,8 +42,8 @@ class SegmentTree:
         """Set leaves ``index`` to ``values`` and recompute their ancestors, one level at a time."""
         node = np.asarray(index, dtype=np.int64) + self.capacity
         self.nodes[node] = values
-        while node[0] > 1:
-            node = np.unique(node // 2)
+        while node[0] > 1:                    # every leaf is at the same depth; a repeated parent gets one value
+            node = node // 2
             self.nodes[node] = self.op(self.nodes[2 * node], self.nodes[2 * node + 1])
 
     def rebuild(self) -> None:

@@ -125,14 +125,14 @@ class Algorithm(OffPolicyAgent):
         self.q1, self.q2 = (QNetwork(self.obs_dim, self.action_dim, cfg.hidden).to(self.device) for _ in range(2))
         self.q1_target, self.q2_target = frozen_copy(self.q1), frozen_copy(self.q2)
         self.train_actor, self.train_q1, self.train_q2 = rt.wrap(self.actor), rt.wrap(self.q1), rt.wrap(self.q2)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
-        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=cfg.lr)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, fused=True)
+        self.q_optimizer = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=cfg.lr, fused=True)
         self.learner = ("q1", "q2", "q1_target", "q2_target", "actor_optimizer", "q_optimizer")
         self.target_entropy = -float(self.action_dim)
         if cfg.alpha is None:
             self.temperature = Temperature().to(self.device)
             self.train_temperature = rt.wrap(self.temperature)
-            self.alpha_optimizer = torch.optim.Adam(self.temperature.parameters(), lr=cfg.lr)
+            self.alpha_optimizer = torch.optim.Adam(self.temperature.parameters(), lr=cfg.lr, fused=True)
             self.learner += ("temperature", "alpha_optimizer")
 
     def policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:

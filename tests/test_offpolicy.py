@@ -205,3 +205,13 @@ def test_cli_train_resume_eval_with_video_then_load_and_export(lab, tmp_path):
     assert action.shape == (1,) and -2.0 <= action[0] <= 2.0                # Pendulum's torque bounds
     np.testing.assert_array_equal(agent.predict(obs, deterministic=True)[0], action)
     assert lab("export", run).returncode == 0
+
+
+@pytest.mark.parametrize("algo", ["sac", "td3"])
+@pytest.mark.parametrize("env_id, extra", [("HalfCheetah-v5", "mujoco"), ("LunarLanderContinuous-v3", "Box2D")])
+def test_a_5000_step_smoke_run_with_the_optional_extra(lab, tmp_path, algo, env_id, extra):
+    pytest.importorskip(extra, reason=f"needs the {'mujoco' if extra == 'mujoco' else 'box2d'} extra: "
+                                      "pip install -e '.[mujoco]' / '.[box2d]'")
+    result = lab("train", algo, "--env-id", env_id, "--total-steps", 5000, "--learning-starts", 4000,
+                 "--eval-episodes", 1, "--run-dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
