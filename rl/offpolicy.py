@@ -162,8 +162,8 @@ class OffPolicyAgent:
     """The loop of SAC and TD3. A subclass sets ``name`` and defines ``build(obs_space, action_space)`` (the
     networks inference needs, as ``self.actor``), ``build_training()`` (targets, wrappers, optimizers, and
     ``self.learner``: the names of the modules and optimizers a checkpoint holds besides the actor),
-    ``policy(obs, deterministic)`` (actions in [-1, 1] as a tensor), ``explore(obs)`` (training actions as a
-    NumPy array) and ``update(batch)`` (one gradient step; its metrics as 0-d tensors)."""
+    ``policy(obs, deterministic)`` (actions in [-1, 1] as a tensor), ``explore(obs)`` (training actions, with
+    any exploration noise, as a NumPy array) and ``update(batch)`` (one gradient step; its metrics as 0-d tensors)."""
 
     name = ""
     best_metric = ("eval/ep_return", "max")
@@ -217,12 +217,9 @@ class OffPolicyAgent:
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def predict(self, obs: np.ndarray, deterministic: bool) -> np.ndarray:
-        """Actions in the env's bounds: the policy's deterministic action, or an exploring one."""
-        if deterministic:
-            action = self.policy(to_tensor(obs, self.device), deterministic=True).cpu().numpy()
-        else:
-            action = self.explore(obs)
-        return to_bounds(action, self.action_space)
+        """Actions in the env's bounds: the policy's deterministic action, or a sample of a stochastic policy
+        (as SB3's ``predict``: no exploration noise)."""
+        return to_bounds(self.policy(to_tensor(obs, self.device), deterministic).cpu().numpy(), self.action_space)
 
     def train_step(self, step: int) -> dict:
         cfg = self.config

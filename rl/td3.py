@@ -92,6 +92,7 @@ class Algorithm(OffPolicyAgent):
         self.learner = ("q1", "q2", "actor_target", "q1_target", "q2_target", "actor_optimizer", "q_optimizer")
 
     def policy(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """mu(s), whether or not ``deterministic``: exploration noise belongs to training (``explore``)."""
         return self.actor(obs.float())
 
     @torch.no_grad()
