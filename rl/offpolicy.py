@@ -207,7 +207,7 @@ class OffPolicyAgent:
 
     @property
     def acting_network(self) -> nn.Module:
-        """The network that picks actions (issue 25's protocol member)."""
+        """The network that picks actions (what ``lab.Agent.network`` returns)."""
         return self.actor
 
     def networks(self) -> dict[str, nn.Module]:
