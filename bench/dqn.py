@@ -40,7 +40,7 @@ from lab.benchmark import ResultsPath, parse, results_path
 from lab.runtime import RunOptions, derive_seed
 from lab.session import in_memory_trainer, train_in_memory
 from rl.dqn.algo import Config, EvalOptions
-from rl.dqn.replay import ReplayBuffer
+from rl.replay import ReplayBuffer
 from rl.evaluation import run_episodes
 
 SOLVED = 475.0

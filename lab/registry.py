@@ -36,6 +36,8 @@ ALGORITHMS: dict[str, AlgoSpec] = {
     "actor-critic": AlgoSpec("rl.pg.actor_critic", "actor-critic: policy gradient weighted by a TD-learned Q"),
     "a2c": AlgoSpec("rl.pg.a2c", "advantage actor-critic over N vector envs, n-step or GAE(lambda)"),
     "ppo": AlgoSpec("rl.pg.ppo", "proximal policy optimization: clipped surrogate, GAE, minibatch epochs"),
+    "sac": AlgoSpec("rl.sac", "soft actor-critic: off-policy, squashed Gaussian, twin critics, learned temperature"),
+    "td3": AlgoSpec("rl.td3", "twin delayed DDPG: off-policy, deterministic actor, twin critics, target smoothing"),
     "classifier": AlgoSpec("generative.metrics.classifier", "small conv classifier whose features score samples (FID, IS)"),
     "vae": AlgoSpec("generative.vae.algo", "variational autoencoder trained on the ELBO"),
     "gan": AlgoSpec("generative.gan.algo", "GANs: minimax, non-saturating, WGAN-GP, hinge; DCGAN, conditional"),

@@ -8,7 +8,7 @@ import torch
 
 from envs.atari import resize_area
 from envs.make import finished_episodes, make_render_env, make_vector_env
-from rl.dqn.replay import ReplayBuffer, make_replay_buffer
+from rl.replay import ReplayBuffer, make_replay_buffer
 
 
 def _random_play(env_id: str, steps: int, num_envs: int = 2, seed: int = 0, **options):
@@ -71,8 +71,8 @@ def test_frame_deduplicated_stacks_equal_the_stacks_a_naive_buffer_stores():
     # all happen, and a small ring so that it wraps around
     steps, _, space = _random_play("ALE/Breakout-v5", 450, num_envs=2, max_episode_frames=400)
     assert any(t[4].any() for t in steps) and any((t[3] & ~t[6]).any() for t in steps)
-    buffer = make_replay_buffer(space, capacity=2 * 300, num_envs=2, device=torch.device("cpu"), gamma=0.9,
-                                generator=torch.Generator().manual_seed(0))
+    buffer = make_replay_buffer(space, gym.spaces.Discrete(4), capacity=2 * 300, num_envs=2, device=torch.device("cpu"),
+                                gamma=0.9, generator=torch.Generator().manual_seed(0))
     naive = {}
     for obs, actions, rewards, terminated, truncated, next_obs, reset in steps:
         buffer.add(obs, actions, rewards, terminated, next_obs, reset)
@@ -94,7 +94,7 @@ def test_frame_deduplicated_stacks_equal_the_stacks_a_naive_buffer_stores():
 def test_a_million_atari_transitions_fit_in_7_1_gb():
     """Measured on a real buffer (what its tensors hold), and the pre-allocation estimate agrees."""
     space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
-    buffer = make_replay_buffer(space, capacity=20_000, num_envs=2, device=torch.device("cpu"))
+    buffer = make_replay_buffer(space, gym.spaces.Discrete(4), capacity=20_000, num_envs=2, device=torch.device("cpu"))
     per_transition = buffer.nbytes / 20_000
     assert per_transition * 1_000_000 <= 7.1e9
     assert buffer.nbytes == ReplayBuffer.nbytes_for(20_000, 2, (84, 84), torch.uint8)

@@ -6,13 +6,14 @@ import io
 import json
 import re
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from lab.runtime import RunOptions, Runtime
-from rl.dqn.algo import Algorithm, Config, EvalOptions, double_q_target, linear_epsilon, td_target
-from rl.dqn.replay import ReplayBuffer
+from rl.dqn.algo import Algorithm, Config, EvalOptions, QNetwork, double_q_target, dueling_q, linear_epsilon, td_target
+from rl.replay import ReplayBuffer
 
 # A small, fast CartPole configuration for mechanics tests (not for learning).
 TINY = dict(env_id="CartPole-v1", total_steps=400, buffer_size=500, learning_starts=50, batch_size=16,
@@ -38,6 +39,21 @@ def test_double_q_target_lets_the_online_network_choose():
     q_online = torch.tensor([[9.0, 0.0], [0.0, 9.0]])          # picks action 0, then action 1
     r_t, discount_t = torch.tensor([0.0, 1.0]), torch.tensor([0.5, 0.5])
     torch.testing.assert_close(double_q_target(r_t, discount_t, q_target, q_online), torch.tensor([0.5, 0.5]))
+
+
+def test_dueling_advantages_have_mean_zero_and_a_constant_advantage_leaves_q_equal_to_v():
+    v, a = torch.tensor([[2.0], [-1.0]]), torch.tensor([[1.0, 3.0, 5.0], [0.0, 0.0, 6.0]])
+    q = dueling_q(v, a)
+    torch.testing.assert_close(q.mean(-1, keepdim=True), v)                # mean_a (Q - V) = 0
+    torch.testing.assert_close(dueling_q(v, torch.full((2, 3), 7.0)), v.expand(2, 3))
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Box(-1, 1, (4,), np.float32), gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)])
+def test_dueling_q_network_for_the_mlp_and_the_nature_cnn(space):
+    net = QNetwork(space, 3, (16,), dueling=True)
+    obs = torch.as_tensor(np.stack([space.sample() for _ in range(2)]))
+    h = net.trunk(obs.float() if obs.is_floating_point() else obs)
+    torch.testing.assert_close(net(obs).mean(-1), net.head.value(h).squeeze(-1))
 
 
 def test_linear_epsilon_schedule():
@@ -172,6 +188,29 @@ def test_save_and_resume_of_agent_and_buffer_continue_identically(n_step):
         second.close()
 
 
+def test_prioritized_replay_updates_priorities_and_resumes_exactly():
+    first = make_agent(seed=2, prioritized=True, dueling=True, save_buffer=True, n_step=3, num_envs=2)
+    second = make_agent(seed=2, prioritized=True, dueling=True, save_buffer=True, n_step=3, num_envs=2)
+    try:
+        for s in range(0, 160, 2):
+            first.train_step(s)
+        leaves = first.replay.sums.leaves
+        assert len(np.unique(leaves[leaves > 0])) > 10               # TD errors, not the initial priority
+        assert first.beta() == pytest.approx(0.4 + 0.6 * 160 / TINY["total_steps"])
+        state = _round_trip(first.state_dict())
+        first.load_state_dict(_round_trip(first.state_dict()))
+        second.load_state_dict(state)
+        for agent in (first, second):
+            for s in range(160, 240, 2):
+                agent.train_step(s)
+        for a, b in zip(first.q.parameters(), second.q.parameters()):
+            assert torch.equal(a, b)
+        np.testing.assert_array_equal(first.replay.sums.nodes, second.replay.sums.nodes)
+    finally:
+        first.close()
+        second.close()
+
+
 def test_resume_without_a_saved_buffer_refills_before_learning():
     agent = make_agent()
     try:
@@ -232,6 +271,12 @@ def test_a_run_that_ends_before_learning_starts_says_so_in_one_line(lab, tmp_pat
     (["--batch-size", 64, "--learning-starts", 10], "--batch-size 64 is larger than the 10 transitions"),
     (["--buffer-size", 2_000_000_000], "replay buffer needs"),
     (["--env-id", "CartPole-v1", "--sticky-actions"], "Atari option"),
+    (["--gradient-steps", 0], "--gradient-steps must be > 0"),
+    (["--tau", 0], "--tau must be > 0"),
+    (["--tau", 1.5], "--tau must be in [0.0, 1.0]"),
+    (["--prioritized", "--priority-alpha", 1.2], "--priority-alpha must be in [0.0, 1.0]"),
+    (["--prioritized", "--priority-beta", -0.1], "--priority-beta must be in [0.0, 1.0]"),
+    (["--buffer-size", 32, "--batch-size", 64, "--learning-starts", 100], "--batch-size 64 is larger than the 32"),
 ])
 def test_cli_bad_input_is_one_line_and_leaves_no_run_folder(lab, tmp_path, args, message):
     code, out, err = _run(lab, "train", "dqn", *args, "--runs-dir", tmp_path / "runs")

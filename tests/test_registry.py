@@ -20,14 +20,15 @@ from tiny_configs import TINY
 
 
 
-CHANGED_BY_RESTORE = {"dqn": {"replay.done"}}
-"""State a restore changes on purpose: DQN's environments cannot be saved, so the buffer closes the
-episodes they were in (their last slots are marked done)."""
+CHANGED_BY_RESTORE = {"dqn": {"replay.done"}, "sac": {"replay.done"}, "td3": {"replay.done"}}
+"""State a restore changes on purpose: the off-policy algorithms' environments cannot be saved, so the buffer
+closes the episodes they were in (their last slots are marked done)."""
 
 
 CHEAP_EVAL = {"dqn": dict(episodes=1), "reinforce": dict(episodes=1), "actor-critic": dict(episodes=1),
-              "a2c": dict(episodes=1), "ppo": dict(episodes=1), "vae": dict(k=2, n=16, scores=False),
-              "gan": dict(n=16), "ddpm": dict(n=16, steps=5), "pixelcnn": dict(n=4, scores=False)}
+              "a2c": dict(episodes=1), "ppo": dict(episodes=1), "sac": dict(episodes=1), "td3": dict(episodes=1),
+              "vae": dict(k=2, n=16, scores=False), "gan": dict(n=16), "ddpm": dict(n=16, steps=5),
+              "pixelcnn": dict(n=4, scores=False)}
 """The smallest `lab eval` options of each algorithm that has any."""
 
 

@@ -1,1 +1,1 @@
-"""Deep Q-learning: the algorithm (algo.py) and its replay buffers (replay.py)."""
+"""Deep Q-learning (algo.py); its replay buffers are rl/replay.py and rl/prioritized.py."""

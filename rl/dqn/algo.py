@@ -2,12 +2,14 @@
 buffer; random minibatches regress Q(s, a) onto r + gamma max_a' Q_target(s', a'), where Q_target
 is a frozen copy of Q refreshed every ``target_period`` steps (or Polyak-averaged with ``tau`` < 1).
 
-Options beyond the notes' DQN, off by default: Double DQN (van Hasselt et al. 2016) and n-step
-returns. One ``train_step`` steps all N environments once (N env steps), stores the transitions,
-then runs the gradient steps that are due (``gradient_steps`` every ``train_freq`` env steps).
+Options beyond the notes' DQN, off by default: Double DQN (van Hasselt et al. 2016), the dueling network
+(Wang et al. 2016), prioritized replay (Schaul et al. 2016; ``rl.prioritized``) and n-step returns. One
+``train_step`` steps all N environments once (N env steps), stores the transitions, then runs the gradient
+steps that are due (``gradient_steps`` every ``train_freq`` env steps).
 
     lab train dqn --env-id CartPole-v1                     classic-control defaults (50k steps)
     lab train dqn --env-id ALE/Pong-v5 --total-steps 10000000   the published Atari defaults
+    lab train dqn --env-id ALE/Pong-v5 --preset rainbow-lite    Double + dueling + prioritized + 3-step
     lab eval RUN_DIR --episodes 30 --epsilon 0.05 --video
 """
 from __future__ import annotations
@@ -26,11 +28,13 @@ from envs.make import env_spaces, finished_episodes, is_atari, make_vector_env
 from lab.config import in_range, non_negative, one_of, positive, require
 from lab.errors import LabError
 from lab.runtime import Runtime
-from lab.memory import available_memory
 from lab.presets import fill_unset
-from rl.dqn.replay import GiB, ReplayBuffer, make_replay_buffer
 from rl.evaluation import record_video, run_episodes
 from rl.nets import trunk_for
+from rl.offpolicy import step_and_store
+from rl.pg.common import episode_metrics
+from rl.prioritized import PrioritizedReplayBuffer
+from rl.replay import ReplayBuffer, buffer_device, buffer_layout, make_replay_buffer, resume_replay, weighted_mean
 
 @dataclass(frozen=True)
 class Config:
@@ -76,6 +80,17 @@ class Config:
     """Double DQN: the online network picks the next action, the target network values it."""
     n_step: int = 1
     """Bootstrap after n rewards: sum_k gamma^k r_(t+k) + gamma^n max_a Q_target(s_(t+n), a)."""
+    dueling: bool = False
+    """Dueling network: Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a'), two linear heads on the shared features."""
+    prioritized: bool = False
+    """Prioritized replay (proportional): transitions drawn in proportion to (|TD error| + eps)^alpha, the loss
+    weighted by importance weights with beta annealed to 1 over ``total_steps``."""
+    priority_alpha: float = 0.6
+    """alpha of prioritized replay: 0 is uniform, 1 fully proportional (Schaul et al. 2016: 0.6)."""
+    priority_beta: float = 0.4
+    """Initial beta of the importance weights, annealed linearly to 1 (Schaul et al. 2016: 0.4)."""
+    priority_eps: float = 1e-6
+    """eps added to |TD error| so that no transition gets priority 0."""
     hidden: tuple[int, ...] | None = None
     """Hidden layer sizes of the MLP Q-network [classic: 128 128; Atari: unused, images go through
     the Nature CNN (3 conv + 512)]."""
@@ -107,6 +122,9 @@ class Config:
         in_range(self, "gamma", 0.0, 1.0)
         in_range(self, "tau", 0.0, 1.0)
         in_range(self, "epsilon_start", 0.0, 1.0)
+        in_range(self, "priority_alpha", 0.0, 1.0)
+        in_range(self, "priority_beta", 0.0, 1.0)
+        positive(self, "priority_eps")
         one_of(self, "loss", ("huber", "mse"))
         one_of(self, "buffer_device", ("auto", "cpu", "train"))
         require(not self.sticky_actions or is_atari(self.env_id),
@@ -159,13 +177,30 @@ def linear_epsilon(step: int, start: float, end: float, decay_steps: float) -> f
     return start + (end - start) * min(1.0, step / decay_steps)
 
 
-class QNetwork(nn.Module):
-    """Q(s, .) for every discrete action: an MLP on vectors, the Nature CNN on 4x84x84 uint8 frames."""
+def dueling_q(v: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    # dueling aggregation (Wang et al. 2016, eq. 9): Q(s, a) = V(s) + A(s, a) - mean_a' A(s, a')
+    return v + a - a.mean(dim=-1, keepdim=True)
 
-    def __init__(self, observation_space: gym.Space, num_actions: int, hidden: tuple[int, ...]):
+
+class DuelingHead(nn.Module):
+    """A value stream V(s) and an advantage stream A(s, .) on the same features, combined by ``dueling_q``."""
+
+    def __init__(self, features: int, num_actions: int):
+        super().__init__()
+        self.value, self.advantage = nn.Linear(features, 1), nn.Linear(features, num_actions)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return dueling_q(self.value(h), self.advantage(h))
+
+
+class QNetwork(nn.Module):
+    """Q(s, .) for every discrete action: an MLP on vectors, the Nature CNN on 4x84x84 uint8 frames; one linear
+    head, or the dueling head."""
+
+    def __init__(self, observation_space: gym.Space, num_actions: int, hidden: tuple[int, ...], dueling: bool = False):
         super().__init__()
         self.trunk, features = trunk_for(observation_space, hidden)
-        self.head = nn.Linear(features, num_actions)
+        self.head = DuelingHead(features, num_actions) if dueling else nn.Linear(features, num_actions)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.head(self.trunk(obs))
@@ -198,11 +233,7 @@ class Algorithm:
             self.q_target = copy.deepcopy(self.q).requires_grad_(False)
             self.train_q = runtime.wrap(self.q)
             self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
-            buffer_device = self._buffer_device(obs_space)
-            self.replay = make_replay_buffer(
-                obs_space, config.buffer_size, config.num_envs, buffer_device, n_step=config.n_step,
-                gamma=config.gamma,
-                generator=torch.Generator(buffer_device).manual_seed(runtime.derive_seed("replay")))
+            self.replay = self._make_replay(obs_space, self.envs.single_action_space)
         except BaseException:
             self.envs.close()
             raise
@@ -214,18 +245,18 @@ class Algorithm:
                            "pick an env with Discrete actions (a policy-gradient algorithm handles continuous ones).")
         self.observation_space, self.action_space = obs_space, action_space
         self.num_actions = int(action_space.n)
-        self.q = QNetwork(obs_space, self.num_actions, self.config.hidden).to(self.device)
+        self.q = QNetwork(obs_space, self.num_actions, self.config.hidden, self.config.dueling).to(self.device)
 
-    def _buffer_device(self, obs_space: gym.Space) -> torch.device:
-        cfg = self.config
-        if cfg.buffer_device == "cpu" or self.device.type != "cuda":
-            return torch.device("cpu")
-        if cfg.buffer_device == "train":
-            return self.device
-        shape = obs_space.shape[1:] if len(obs_space.shape) == 3 else obs_space.shape
-        dtype = torch.uint8 if len(obs_space.shape) == 3 else torch.float32
-        needed = ReplayBuffer.nbytes_for(cfg.buffer_size, cfg.num_envs, shape, dtype)
-        return self.device if needed + 2 * GiB < available_memory(self.device) else torch.device("cpu")
+    def _make_replay(self, obs_space: gym.Space, action_space: gym.Space) -> ReplayBuffer:
+        cfg, layout = self.config, buffer_layout(obs_space, action_space)
+        frame_shape = layout["obs_shape"][1:] if layout["frame_stack"] > 1 else layout["obs_shape"]
+        device = buffer_device(cfg.buffer_device, self.device,
+                               ReplayBuffer.nbytes_for(cfg.buffer_size, cfg.num_envs, frame_shape, layout["obs_dtype"]))
+        seed = self.rt.derive_seed("replay")
+        prioritized = dict(cls=PrioritizedReplayBuffer, alpha=cfg.priority_alpha, eps=cfg.priority_eps, seed=seed)
+        return make_replay_buffer(obs_space, action_space, cfg.buffer_size, cfg.num_envs, device, n_step=cfg.n_step,
+                                  gamma=cfg.gamma, generator=torch.Generator(device).manual_seed(seed),
+                                  **(prioritized if cfg.prioritized else {}))
 
     # ------------------------------------------------------------------ acting
     def epsilon(self, step: int) -> float:
@@ -248,9 +279,15 @@ class Algorithm:
         return self.act(obs, 0.0 if deterministic else self.config.epsilon_end, self.act_rng)
 
     # ------------------------------------------------------------------ learning
+    def beta(self) -> float:
+        """beta of the importance weights: from ``priority_beta`` at step 0 linearly to 1 at ``total_steps``."""
+        cfg = self.config
+        return cfg.priority_beta + (1.0 - cfg.priority_beta) * min(1.0, self.env_steps / cfg.total_steps)
+
     def update(self) -> tuple[torch.Tensor, torch.Tensor]:
         """One gradient step on a minibatch from the replay buffer; returns (loss, mean Q)."""
-        batch = self.replay.sample(self.config.batch_size)
+        cfg = self.config
+        batch = self.replay.sample(cfg.batch_size, self.beta()) if cfg.prioritized else self.replay.sample(cfg.batch_size)
         if self.replay.device != self.device:
             batch = type(batch)(*(t.to(self.device, non_blocking=True) for t in batch))
         with torch.no_grad():
@@ -266,8 +303,10 @@ class Algorithm:
             errors = F.smooth_l1_loss(q_taken, target, reduction="none")
         else:
             errors = F.mse_loss(q_taken, target, reduction="none")
-        loss = (errors * batch.weights).sum() / batch.weights.sum().clamp(min=1.0)
+        loss = weighted_mean(errors, batch.weights)
         self.rt.optimize(loss, self.optimizer, self.config.max_grad_norm or None)
+        if cfg.prioritized:
+            self.replay.update_priorities(batch.indices, q_taken.detach() - target)
         return loss.detach(), q_taken.detach().mean()
 
     @torch.no_grad()
@@ -283,23 +322,10 @@ class Algorithm:
         cfg = self.config
         epsilon = self.epsilon(step)
         actions = self.act(self.obs, epsilon, self.act_rng)
-        next_obs, rewards, terminated, truncated, infos = self.envs.step(actions)
-        reset = infos.get("_final_obs", np.zeros(cfg.num_envs, dtype=bool))
-        real_next = next_obs
-        if reset.any():                       # the episode's last observation, not the next one's first
-            real_next = next_obs.copy()
-            for i in np.flatnonzero(reset):
-                real_next[i] = infos["final_obs"][i]
-        self.replay.add(self.obs, actions, rewards, terminated, real_next, reset)
-        self.obs = next_obs
-
+        self.obs, infos = step_and_store(self.envs, self.replay, self.obs, actions, actions)
         before, after = self.env_steps, self.env_steps + cfg.num_envs
         self.env_steps = after
-        metrics: dict = {"train/epsilon": epsilon}
-        episodes = finished_episodes(infos)
-        if episodes:
-            metrics["rollout/ep_return"] = float(np.mean([r for r, _ in episodes]))
-            metrics["rollout/ep_length"] = float(np.mean([n for _, n in episodes]))
+        metrics: dict = {"train/epsilon": epsilon, **episode_metrics(finished_episodes(infos))}
         if after >= self.learning_from:
             rounds = after // cfg.train_freq - before // cfg.train_freq
             losses, qs = [], []
@@ -353,11 +379,7 @@ class Algorithm:
         self.q_target.load_state_dict(state["q_target"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.act_rng.bit_generator.state = state["act_rng"]
-        if state["replay"] is not None:
-            self.replay.load_state_dict(state["replay"])
-            self.learning_from = state["learning_from"]
-        else:   # an empty buffer: gather learning_starts transitions again before learning
-            self.learning_from = max(state["learning_from"], self.env_steps + self.config.learning_starts)
+        self.learning_from = resume_replay(self.replay, state, self.env_steps, self.config.learning_starts)
         self.obs, _ = self.envs.reset(seed=self.rt.derive_seed(f"envs/{self.env_steps}"))
 
     def close(self) -> None:

@@ -1,6 +1,9 @@
-"""Experience replay: a fixed-capacity ring of transitions sampled in uniform random minibatches.
+"""Experience replay for every off-policy algorithm: a fixed-capacity ring of transitions sampled in uniform
+random minibatches (``rl.prioritized`` samples them by priority instead).
 
-One class serves vector observations (CartPole) and stacked Atari frames. Each of the N vector
+One class serves vector observations (CartPole, Pendulum) and stacked Atari frames, with the actions of
+either kind of space, sized from the spaces as Stable-Baselines3's buffers are: one integer per transition
+for a Discrete space, a float32 vector for a Box. Each of the N vector
 environments owns a ring of ``slots``; a slot holds one observation *frame* (the whole observation
 for vectors, the newest 84x84 frame for a stack of k frames) and the transition taken from it:
 
@@ -20,41 +23,51 @@ bootstraps from the final observation).
 
 Sampling draws (env, slot) pairs uniformly with torch on the buffer's device and keeps the first
 ``batch_size`` that hold a complete transition (rejection sampling: the kept ones are exactly
-uniform over the stored transitions). Optional n-step returns are assembled at sample time.
+uniform over the stored transitions). Optional n-step returns are assembled at sample time. A batch
+carries the flat indices (env * slots + slot) of its transitions, so prioritized replay can update them.
 """
 from __future__ import annotations
 
 import math
 from typing import NamedTuple
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from lab.errors import LabError
-from lab.memory import require_memory
+from lab.memory import available_memory, require_memory
 
 GiB = 1024**3
 
 
 class Batch(NamedTuple):
     obs: torch.Tensor          # (B, *obs_shape), stored dtype (uint8 frames stay uint8)
-    actions: torch.Tensor      # (B,) int64
+    actions: torch.Tensor      # (B,) int64 for a Discrete space; (B, A) float32 for a Box
     returns: torch.Tensor      # (B,) float32: r_t, or the n-step sum of discounted rewards
     discounts: torch.Tensor    # (B,) float32: gamma^n, or 0 after a termination
     next_obs: torch.Tensor     # (B, *obs_shape): the observation to bootstrap from
-    weights: torch.Tensor      # (B,) float32: 1 for every sampled transition (0 only if rejection ran short)
+    weights: torch.Tensor      # (B,) float32: 1 for every sampled transition (0 only if rejection ran short);
+                               # prioritized replay: the importance weight
+    indices: torch.Tensor      # (B,) int64: the flat slot (env * slots + slot) of each transition
+
+
+def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    # importance-weighted mean over the valid draws: sum_i w_i l_i / #{i: w_i > 0} (uniform replay: w_i = 1)
+    return (losses * weights).sum() / weights.gt(0).sum().clamp(min=1)
 
 
 class ReplayBuffer:
     """Ring buffer of ``capacity`` slots split over ``num_envs`` environments (see module doc).
 
     ``frame_stack`` k > 1 stores (k, H, W) observations frame by frame; k = 1 stores whole
-    observations. ``n_step`` > 1 samples n-step returns with discount ``gamma``.
+    observations. ``action_shape`` () stores integer actions, (A,) float32 vectors. ``n_step`` > 1
+    samples n-step returns with discount ``gamma``.
     """
 
     def __init__(self, capacity: int, num_envs: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype,
-                 device: torch.device, *, frame_stack: int = 1, n_step: int = 1, gamma: float = 0.99,
-                 generator: torch.Generator | None = None):
+                 device: torch.device, *, action_shape: tuple[int, ...] = (), frame_stack: int = 1, n_step: int = 1,
+                 gamma: float = 0.99, generator: torch.Generator | None = None):
         self.num_envs, self.k, self.n_step, self.gamma = num_envs, frame_stack, n_step, gamma
         self.device = torch.device(device)
         self.obs_shape = tuple(obs_shape)
@@ -64,11 +77,14 @@ class ReplayBuffer:
             raise LabError(f"--buffer-size {capacity} leaves {self.slots} slots per environment; it needs more "
                            f"than {frame_stack + n_step + 1} (frame stack + n-step + 1).")
         self.generator = generator or torch.Generator(self.device)
-        require_memory(self.nbytes_for(capacity, num_envs, self.frame_shape, obs_dtype), "the replay buffer",
-                       "lower --buffer-size or free memory", self.device)
+        self.action_shape = tuple(action_shape)
+        self.action_dtype = np.float32 if self.action_shape else np.int32
+        require_memory(self.nbytes_for(capacity, num_envs, self.frame_shape, obs_dtype, self.action_shape),
+                       "the replay buffer", "lower --buffer-size or free memory", self.device)
         shape = (num_envs, self.slots)
         self.frames = torch.zeros(*shape, *self.frame_shape, dtype=obs_dtype, device=self.device)
-        self.actions = torch.zeros(shape, dtype=torch.int32, device=self.device)
+        self.actions = torch.zeros(*shape, *self.action_shape, dtype=torch.float32 if self.action_shape else torch.int32,
+                                   device=self.device)
         self.rewards = torch.zeros(shape, dtype=torch.float32, device=self.device)
         self.terminated = torch.zeros(shape, dtype=torch.bool, device=self.device)
         self.done = torch.zeros(shape, dtype=torch.bool, device=self.device)
@@ -94,11 +110,13 @@ class ReplayBuffer:
                 "terminated": self.terminated, "done": self.done, "valid": self.valid}
 
     @staticmethod
-    def nbytes_for(capacity: int, num_envs: int, frame_shape: tuple[int, ...], dtype: torch.dtype) -> int:
-        """Bytes a buffer of this size allocates: one frame plus 11 bytes of scalars per slot."""
+    def nbytes_for(capacity: int, num_envs: int, frame_shape: tuple[int, ...], dtype: torch.dtype,
+                   action_shape: tuple[int, ...] = ()) -> int:
+        """Bytes a buffer of this size allocates: one frame, the action (4 bytes per dimension) and 7 bytes of
+        scalars per slot."""
         slots = math.ceil(capacity / num_envs) * num_envs
         frame = math.prod(frame_shape) * torch.empty((), dtype=dtype).element_size()
-        return slots * (frame + 4 + 4 + 1 + 1 + 1)
+        return slots * (frame + 4 * math.prod(action_shape) + 4 + 1 + 1 + 1)
 
     @property
     def nbytes(self) -> int:
@@ -138,7 +156,7 @@ class ReplayBuffer:
                 self._push(ids, first if self.k == 1 else first[:, i])
         envs, slot = self.all_envs, self.head.copy()
         terminated, reset = np.asarray(terminated, dtype=bool), np.asarray(reset, dtype=bool)
-        self._write("actions", envs, slot, np.asarray(actions, dtype=np.int32))
+        self._write("actions", envs, slot, np.asarray(actions, dtype=self.action_dtype))
         self._write("rewards", envs, slot, np.asarray(rewards, dtype=np.float32))
         self._write("terminated", envs, slot, terminated)
         self._write("done", envs, slot, terminated | reset)
@@ -159,6 +177,11 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int) -> Batch:
         """A uniform random minibatch of stored transitions, on the buffer's device (no host sync)."""
+        return self._gather(*self._uniform_rows(batch_size))
+
+    def _uniform_rows(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flat slots of ``batch_size`` uniform draws of complete transitions, and their weights (1; 0 where
+        the rejection sampling ran short)."""
         draws = 2 * batch_size + 16
         filled = min(int(self.count.max()), self.slots)           # host value: no sync
         envs = torch.randint(self.num_envs, (draws,), device=self.device, generator=self.generator)
@@ -167,7 +190,10 @@ class ReplayBuffer:
         age = (self.head_on_device.index_select(0, envs) - slots) % self.slots   # frames written since
         ok = self.flat["valid"].index_select(0, rows) & (age >= self.n_step)   # n-step needs n later steps
         keep = torch.argsort((~ok).to(torch.uint8), stable=True)[:batch_size]   # first valid draws
-        rows, weights = rows.index_select(0, keep), ok.index_select(0, keep).float()
+        return rows.index_select(0, keep), ok.index_select(0, keep).float()
+
+    def _gather(self, rows: torch.Tensor, weights: torch.Tensor) -> Batch:
+        """The transitions at flat slots ``rows``, with their n-step returns and bootstrap observations."""
         if self.n_step == 1:
             returns = self.flat["rewards"].index_select(0, rows)
             discounts = self.gamma * (~self.flat["terminated"].index_select(0, rows)).float()
@@ -175,8 +201,9 @@ class ReplayBuffer:
         else:
             returns, discounts, steps = self._n_step(rows)
         next_rows = rows - rows % self.slots + (rows % self.slots + steps) % self.slots
-        return Batch(self._stack(rows), self.flat["actions"].index_select(0, rows).long(), returns, discounts,
-                     self._stack(next_rows), weights)
+        actions = self.flat["actions"].index_select(0, rows)
+        return Batch(self._stack(rows), actions if self.action_shape else actions.long(), returns, discounts,
+                     self._stack(next_rows), weights, rows)
 
     def _n_step(self, rows: torch.Tensor):
         """Discounted sum of up to n rewards, stopping at the end of the episode; the discount
@@ -219,12 +246,40 @@ class ReplayBuffer:
         self.starting[:] = True
 
 
-def make_replay_buffer(observation_space, capacity: int, num_envs: int, device: torch.device, *,
-                       n_step: int = 1, gamma: float = 0.99, generator: torch.Generator | None = None
-                       ) -> ReplayBuffer:
-    """A frame-deduplicating buffer for stacked uint8 frames (C, 84, 84), a plain one otherwise."""
+def resume_replay(replay: ReplayBuffer, state: dict, env_steps: int, learning_starts: int) -> int:
+    """Restore an agent's saved buffer (``state["replay"]``) and return the step its learning resumes from: the
+    saved one, or without a saved buffer ``learning_starts`` steps after the resume (the empty buffer refills)."""
+    if state["replay"] is not None:
+        replay.load_state_dict(state["replay"])
+        return state["learning_from"]
+    return max(state["learning_from"], env_steps + learning_starts)
+
+
+def buffer_layout(observation_space: gym.Space, action_space: gym.Space) -> dict:
+    """The buffer's arguments a pair of spaces decides: stacked uint8 frames (C, 84, 84) are stored frame by
+    frame, other observations whole as float32; Discrete actions as integers, Box actions as float32 vectors."""
     shape = tuple(observation_space.shape)
     stacked = observation_space.dtype == np.uint8 and len(shape) == 3
-    dtype = torch.uint8 if stacked else torch.float32
-    return ReplayBuffer(capacity, num_envs, shape, dtype, device, frame_stack=shape[0] if stacked else 1,
-                        n_step=n_step, gamma=gamma, generator=generator)
+    return {"obs_shape": shape, "obs_dtype": torch.uint8 if stacked else torch.float32,
+            "frame_stack": shape[0] if stacked else 1,
+            "action_shape": () if isinstance(action_space, gym.spaces.Discrete) else tuple(action_space.shape)}
+
+
+def make_replay_buffer(observation_space: gym.Space, action_space: gym.Space, capacity: int, num_envs: int,
+                       device: torch.device, *, n_step: int = 1, gamma: float = 0.99,
+                       generator: torch.Generator | None = None, cls: type[ReplayBuffer] = ReplayBuffer,
+                       **options) -> ReplayBuffer:
+    """A buffer (``cls``: this one, or ``rl.prioritized.PrioritizedReplayBuffer`` with its ``options``) sized
+    from the spaces (``buffer_layout``)."""
+    return cls(capacity, num_envs, device=device, n_step=n_step, gamma=gamma, generator=generator,
+               **buffer_layout(observation_space, action_space), **options)
+
+
+def buffer_device(choice: str, train_device: torch.device, nbytes: int) -> torch.device:
+    """Where a replay buffer of ``nbytes`` lives (``--buffer-device``): "cpu", "train" (the training device), or
+    "auto": the training GPU when it has room for the buffer plus 2 GiB, else host memory."""
+    if choice == "cpu" or train_device.type != "cuda":
+        return torch.device("cpu")
+    if choice == "train":
+        return train_device
+    return train_device if nbytes + 2 * GiB < available_memory(train_device) else torch.device("cpu")
