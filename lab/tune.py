@@ -167,8 +167,6 @@ def open_study(optuna, tuning: Tuning, direction: str, create: bool = True):
                "cmaes": optuna.samplers.CmaEsSampler}[tuning.sampler]()
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=tuning.evaluations // 3),
               "halving": optuna.pruners.SuccessiveHalvingPruner, "none": optuna.pruners.NopPruner}[tuning.pruner]()
-    if tuning.storage.startswith("sqlite:///"):
-        Path(tuning.storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     try:
         if not create:
             return optuna.load_study(study_name=tuning.study, storage=tuning.storage, sampler=sampler, pruner=pruner)
@@ -190,7 +188,9 @@ def trial_lock(tuning: Tuning):
     if not tuning.storage.startswith("sqlite:///"):
         yield
         return
-    with open(tuning.storage[len("sqlite:///"):] + ".lock", "a") as lock:
+    database = Path(tuning.storage[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -271,7 +271,9 @@ def prepare(tuning: Tuning):
         raise LabError(f"no search space for {tuning.algo} in {SPACES}; write one and pass --space FILE.")
     space = read_space(space_file, {f.name for f in dataclasses.fields(module.Config)})
     parsed = parse_train(tuning.algo, tuning.flags)
-    return optuna, module, space, parsed, open_study(optuna, tuning, space.direction)
+    with trial_lock(tuning):                         # two processes creating one SQLite file would collide
+        study = open_study(optuna, tuning, space.direction)
+    return optuna, module, space, parsed, study
 
 
 def work(tuning: Tuning, echo=print) -> None:

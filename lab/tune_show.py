@@ -15,6 +15,8 @@ def show(argv: list[str]) -> int:
         raise LabError("usage: lab tune show STUDY [--storage URL]")
     name, storage = argv[0], argv[2] if len(argv) == 3 else default_storage(argv[0])
     top = 10
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).is_file():
+        raise LabError(f"no study {name!r}: {storage[len('sqlite:///'):]} does not exist (--storage names another).")
     optuna = _optuna()
     study = open_study(optuna, Tuning("", [], 1, 1, name, storage), "maximize", create=False)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
