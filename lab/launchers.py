@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from lab import safefs
 from lab.errors import LabError
 
 
@@ -28,9 +29,10 @@ def _die_with_parent() -> None:
 
 
 def start_run(args: list[str], log_path: Path, threads: int) -> subprocess.Popen:
-    """``python -m lab ARGS`` with its output appended to ``log_path`` and ``threads`` torch threads."""
+    """``python -m lab ARGS`` with its output appended to ``log_path`` (SWEEP/logs/NAME.log, opened without
+    following a link below the sweep folder) and ``threads`` torch threads."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
-    with open(log_path, "ab") as log:
+    with safefs.opened(log_path, "ab", log_path.parent.parent) as log:
         return subprocess.Popen([sys.executable, "-m", "lab", *args], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent)
 

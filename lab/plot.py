@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,17 +188,12 @@ def plot_runs(paths: list[Path], metrics: list[str] | None = None, out: Path | N
 def run_folders(path: Path) -> list[Path]:
     """The run folders a path names: itself, a sweep folder's runs (its manifest's, in order) or the run
     folders directly inside a folder."""
-    import json
+    from lab.sweeps import MANIFEST, read_manifest
     path = Path(path)
     if (path / "config.json").is_file() or not path.is_dir():
         return [path]                                  # RunDir.open says what is wrong with anything else
-    manifest = path / "sweep.json"
-    if manifest.is_file():
-        try:
-            names = list(json.loads(manifest.read_text())["runs"])
-        except (OSError, ValueError, KeyError, TypeError, RecursionError):
-            raise LabError(f"{manifest} is unreadable or corrupt.") from None
-        found = [path / name for name in names if (path / name / "config.json").is_file()]
+    if os.path.lexists(path / MANIFEST):
+        found = [path / name for name in read_manifest(path)["runs"] if (path / name / "config.json").is_file()]
     else:
         found = sorted(p for p in path.iterdir() if (p / "config.json").is_file())
     if not found:

@@ -12,6 +12,7 @@ final score passes each threshold. The table is printed; DIR/report/report.json 
 """
 from __future__ import annotations
 
+import io
 import itertools
 import json
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from lab import safefs
 from lab.errors import LabError
 from lab.plot import Run, _open, group_by_config, interquartile_mean, run_folders, training_series
 
@@ -142,14 +144,15 @@ def report(folder: Path, metric: str | None = None, higher_is_better: bool | Non
              for p, lo, hi in [improvement_interval(sign * a.final, sign * b.final)]]
     result = {"metric": metric, "higher_is_better": higher_is_better, "configurations": table,
               "probability_of_improvement": pairs}
-    out = Path(folder) / "report"
-    out.mkdir(exist_ok=True)
-    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
-    result["profile"] = str(_draw_profile(configs, metric, higher_is_better, out / "profile.png"))
+    out = Path(folder) / "report"                 # written as run folders are: no link inside is followed
+    safefs.write_atomically(out / "report.json", (json.dumps(result, indent=2) + "\n").encode(), Path(folder))
+    safefs.write_atomically(out / "profile.png", _draw_profile(configs, metric, higher_is_better), Path(folder))
+    result["profile"] = str(out / "profile.png")
     return result
 
 
-def _draw_profile(configs: list[Configuration], metric: str, higher_is_better: bool, path: Path) -> Path:
+def _draw_profile(configs: list[Configuration], metric: str, higher_is_better: bool) -> bytes:
+    """The performance profile as PNG bytes."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -170,9 +173,10 @@ def _draw_profile(configs: list[Configuration], metric: str, higher_is_better: b
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    image = io.BytesIO()
+    fig.savefig(image, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return image.getvalue()
 
 
 def format_report(result: dict) -> str:

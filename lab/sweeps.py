@@ -25,6 +25,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import safefs
 from lab.errors import LabError
 from lab.launchers import LocalLauncher, RayLauncher
 from lab.progress import Progress
@@ -222,21 +223,28 @@ def plan(sweep: Sweep) -> list[PlannedRun]:
 
 
 # ---------------------------------------------------------------- the manifest
+def read_manifest(folder: Path) -> dict:
+    """FOLDER/sweep.json, read as every run-folder file is (no link followed, size and depth bounded)."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = safefs.parse(safefs.read_bytes(path, Path(folder)), path)
+    except ValueError as error:                        # not UTF-8 or not JSON
+        raise LabError(f"{path} is unreadable or corrupt ({type(error).__name__}).") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), dict):
+        raise LabError(f"{path} is corrupt: it is not a sweep manifest.")
+    return manifest
+
+
 def open_manifest(sweep: Sweep) -> dict:
     """The sweep folder's manifest: a new one, or the existing one if it describes this very sweep."""
     path = sweep.sweep_dir / MANIFEST
     if sweep.sweep_dir.exists() and not sweep.sweep_dir.is_dir():
         raise LabError(f"{sweep.sweep_dir} exists and is not a folder.")
-    if not path.is_file():
+    if not os.path.lexists(path):
         if sweep.sweep_dir.is_dir() and any(p.name != ".lock" for p in sweep.sweep_dir.iterdir()):
             raise LabError(f"{sweep.sweep_dir} is not empty and holds no {MANIFEST}; pick another --sweep-dir.")
         return {"format": 1, **sweep.identity(), "command": command_line(sweep), "runs": {}}
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise LabError(f"{path} is unreadable or corrupt ({type(error).__name__}).") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("runs"), dict):
-        raise LabError(f"{path} is corrupt: it is not a sweep manifest.")
+    manifest = read_manifest(sweep.sweep_dir)
     for key, value in sweep.identity().items():
         if manifest.get(key) != value:
             raise LabError(f"{sweep.sweep_dir} holds another sweep: its {key} is {manifest.get(key)!r}, this "

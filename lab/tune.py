@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import safefs
 from lab.errors import LabError
 
 SPACES = Path(__file__).parent / "spaces"
@@ -76,11 +77,12 @@ def _optuna():
 # ---------------------------------------------------------------- the search space
 def read_space(path: Path, config_fields: set[str]) -> Space:
     """A search-space file, every entry checked: known fields, non-empty ranges and choices."""
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError as error:
-        raise LabError(f"cannot read the search space {path}: {error.strerror}.") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as error:
+    path = Path(path)
+    if not path.exists():
+        raise LabError(f"cannot read the search space {path}: there is no such file.")
+    try:      # the user's own path, read as --config is: a link followed, a FIFO or device refused, size bounded
+        data = safefs.parse(safefs.read_bytes(path.resolve()).decode(), path, tomllib.loads)
+    except ValueError as error:                       # not UTF-8 or not TOML
         raise LabError(f"the search space {path} is not valid TOML ({type(error).__name__}).") from None
     objective, fields = data.get("objective", {}), data.get("fields", {})
     if not isinstance(objective, dict) or objective.get("direction") not in ("maximize", "minimize") \

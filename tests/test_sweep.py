@@ -67,6 +67,16 @@ def test_a_grid_of_seeds_runs_reports_and_is_not_run_twice(tmp_path, lab):
     drawn = lab("plot", sweep, "--aggregate", "iqm-ci")          # a sweep folder stands for its runs
     assert drawn.returncode == 0 and "2 seeds: 0, 1" not in drawn.stderr, drawn.stderr
 
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "report.json").write_text("keep")
+    for name in ("report.json", "profile.png"):
+        (sweep / "report" / name).unlink()
+    (sweep / "report").rmdir()
+    (sweep / "report").symlink_to(victim)                         # a planted link: nothing is written through it
+    assert_one_line_error(lab("report", sweep), "report")
+    assert [p.name for p in victim.iterdir()] == ["report.json"] and (victim / "report.json").read_text() == "keep"
+
 
 def test_a_killed_sweep_continues_to_the_exact_same_weights_and_a_killed_run_is_reported(tmp_path):
     common = [*TOY, "--total-steps", 3000, "--checkpoint-every", 100, "--seeds", "0-1", "--workers", 2]
